@@ -1,0 +1,206 @@
+"""Config resolvers and start-up validation.
+
+Hydra already refuses unknown keys given on the command line (the primary config is in struct mode). What
+it does not catch is a typo inside a YAML file (an ``exp/`` overlay adds the misspelt key silently) or a
+value of the wrong type. :func:`validate` closes that gap before anything is built:
+
+* nodes with a ``_target_`` are checked against the target's signature: every key must be a parameter
+  (unless the target takes ``**kwargs``) and scalar values must fit simple annotations (int, float, bool,
+  str, optionals of them);
+* nodes that a package describes with a dataclass schema are merged into it, so unknown keys and wrong
+  types fail with the key's full path.
+
+Errors are :class:`~common.errors.ConfigError` whose message starts with the dotted key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from common.errors import ConfigError
+
+_HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+def project_root() -> Path:
+    """The repository root: ``$PROJECT_ROOT``, else the checkout this package lives in, else the cwd."""
+    if env := os.environ.get("PROJECT_ROOT"):
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").exists():
+        return here
+    return Path.cwd().resolve()
+
+
+def register_resolvers() -> None:
+    """Resolvers the YAML files use; safe to call more than once."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("direction"):
+        # Lightning says min/max, Optuna says minimize/maximize.
+        OmegaConf.register_new_resolver("direction", lambda mode: {"min": "minimize", "max": "maximize"}[mode])
+    if not OmegaConf.has_resolver("eval"):
+        # Only for small arithmetic in configs, e.g. ``alpha: ${eval:'2 * ${model.lora.r}'}``.
+        OmegaConf.register_new_resolver("eval", lambda expr: eval(expr, {"__builtins__": {}}, {}))
+
+
+register_resolvers()
+
+
+def _suggest(key: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _import(target: str) -> Any:
+    module, _, name = target.rpartition(".")
+    try:
+        obj = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj
+    except (ImportError, AttributeError, ValueError):
+        # Nested attribute paths such as ``pkg.Class.method``.
+        parts = target.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            try:
+                for part in parts[i:]:
+                    obj = getattr(obj, part)
+                return obj
+            except AttributeError:
+                break
+    raise ConfigError(f"cannot import _target_ '{target}'")
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether a scalar config value fits a simple annotation; unknown annotations accept anything."""
+    if annotation is inspect.Parameter.empty or annotation is Any or value is None:
+        return True
+    if isinstance(annotation, str):  # postponed annotations we cannot evaluate safely
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True
+
+
+def _check_target_node(node: DictConfig, path: str) -> None:
+    target = node.get("_target_")
+    obj = _import(str(target))
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    try:
+        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:
+        hints = {}
+    for key in node.keys():
+        key = str(key)
+        if key in _HYDRA_KEYS:
+            continue
+        where = f"{path}.{key}" if path else key
+        if key not in params:
+            raise ConfigError(f"{where}: not a parameter of {target}{_suggest(key, params)}")
+        value = node._get_node(key)
+        if OmegaConf.is_config(value) or OmegaConf.is_missing(node, key):
+            continue
+        raw = node[key]
+        annotation = hints.get(key, params[key].annotation)
+        if not _accepts(annotation, raw):
+            raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {type(raw).__name__} {raw!r}")
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _walk_targets(node: Any, path: str) -> None:
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            _check_target_node(node, path)
+        for key in node.keys():
+            if OmegaConf.is_missing(node, key):
+                continue
+            _walk_targets(node[key], f"{path}.{key}" if path else str(key))
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            _walk_targets(item, f"{path}[{i}]")
+
+
+def _format_omegaconf_error(e: OmegaConfBaseException, prefix: str) -> str:
+    key = getattr(e, "full_key", None) or ""
+    key = f"{prefix}.{key}" if prefix and key else (prefix or key)
+    msg = str(e).split("\n")[0]
+    if "not in" in msg.lower() and getattr(e, "key", None):
+        ref = getattr(e, "ref_type", None)
+        fields = [f.name for f in dataclasses.fields(ref)] if dataclasses.is_dataclass(ref) else []
+        return f"{key}: unknown key{_suggest(str(e.key), fields)}"
+    return f"{key}: {msg}"
+
+
+def validate(cfg: DictConfig, schemas: dict[str, type] | None = None) -> DictConfig:
+    """Check ``cfg`` before anything is built; raise :class:`ConfigError` naming the key.
+
+    ``schemas`` maps a dotted key (``"data"``, ``"model.lora"``) to a dataclass describing that node.
+    Returns ``cfg`` with those nodes type-converted by their schema.
+    """
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_format_omegaconf_error(e, "")) from None
+    for key, schema in (schemas or {}).items():
+        node = OmegaConf.select(cfg, key)
+        if node is None:
+            raise ConfigError(f"{key}: missing (expected a {schema.__name__} node)")
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        except OmegaConfBaseException as e:
+            raise ConfigError(_format_omegaconf_error(e, key)) from None
+        with _writable(cfg):
+            OmegaConf.update(cfg, key, merged, merge=False)
+    _walk_targets(cfg, "")
+    return cfg
+
+
+class _writable:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    def __enter__(self):
+        self.struct = OmegaConf.is_struct(self.cfg)
+        self.readonly = OmegaConf.is_readonly(self.cfg)
+        OmegaConf.set_struct(self.cfg, False)
+        OmegaConf.set_readonly(self.cfg, False)
+
+    def __exit__(self, *exc):
+        OmegaConf.set_struct(self.cfg, self.struct)
+        OmegaConf.set_readonly(self.cfg, self.readonly)

@@ -1,0 +1,1 @@
+"""Data utilities shared by the task packages: validating readers, splits, vocabularies, samplers, images."""

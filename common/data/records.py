@@ -1,0 +1,155 @@
+"""Readers that validate every record and say ``file:line: what is wrong``.
+
+``on_bad_record="error"`` (the default) stops at the first bad record; ``"skip"`` drops it, counts it and
+logs a summary with the first few reasons. A ``validate`` callable turns a raw record into whatever the
+package wants and raises :class:`ValueError` (or :class:`~common.errors.DataError`) with a short reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from common.errors import DataError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+OnBad = Literal["error", "skip"]
+
+
+@dataclass
+class BadRecords:
+    """What a reader skipped: ``count`` and the first reasons (``file:line: reason``)."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, where: str) -> None:
+        self.count += 1
+        if len(self.examples) < 5:
+            self.examples.append(where)
+
+
+def _check_on_bad(on_bad_record: str) -> None:
+    if on_bad_record not in ("error", "skip"):
+        raise DataError(f"data.on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
+
+
+def _open(path: Path):
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a file")
+    return path.open(encoding="utf-8-sig", newline="")
+
+
+def _collect(
+    rows: Iterable[tuple[int, Any]],
+    path: Path,
+    validate: Callable[[Any], T],
+    on_bad_record: str,
+    bad: BadRecords,
+) -> list[T]:
+    out: list[T] = []
+    for lineno, raw in rows:
+        try:
+            if isinstance(raw, Exception):
+                raise raw
+            out.append(validate(raw))
+        except (ValueError, KeyError, TypeError, DataError) as e:
+            reason = str(e) if not isinstance(e, KeyError) else f"missing field {e}"
+            where = f"{path}:{lineno}: {reason}"
+            if on_bad_record == "error":
+                raise DataError(where) from None
+            bad.add(where)
+    if bad.count:
+        log.warning("%s: skipped %d bad record(s), e.g. %s", path, bad.count, "; ".join(bad.examples[:3]))
+    return out
+
+
+def read_jsonl(
+    path: str | Path,
+    validate: Callable[[dict], T] = lambda r: r,
+    on_bad_record: OnBad = "error",
+    bad: BadRecords | None = None,
+) -> list[T]:
+    """Records of a JSON-lines file (blank lines ignored), each passed through ``validate``."""
+    _check_on_bad(on_bad_record)
+    path = Path(path)
+    bad = bad if bad is not None else BadRecords()
+
+    def rows():
+        with _open(path) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield lineno, ValueError(f"invalid JSON ({e.msg} at column {e.colno})")
+                    continue
+                if not isinstance(obj, dict):
+                    yield lineno, ValueError(f"expected a JSON object, got {type(obj).__name__}")
+                    continue
+                yield lineno, obj
+
+    records = _collect(rows(), path, validate, on_bad_record, bad)
+    if not records and not bad.count:
+        raise DataError(f"{path}: no records")
+    return records
+
+
+def read_csv(
+    path: str | Path,
+    required: Iterable[str] = (),
+    validate: Callable[[dict], T] = lambda r: r,
+    on_bad_record: OnBad = "error",
+    bad: BadRecords | None = None,
+    allowed: Iterable[str] | None = None,
+) -> list[T]:
+    """Rows of a CSV file with a header as dicts; line numbers count the header as line 1.
+
+    ``required`` columns must all be present; with ``allowed``, any other column is an error too.
+    """
+    _check_on_bad(on_bad_record)
+    path = Path(path)
+    bad = bad if bad is not None else BadRecords()
+    with _open(path) as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DataError(f"{path}:1: missing column(s) {', '.join(missing)}; header is {', '.join(header)}")
+        if allowed is not None:
+            unknown = [c for c in header if c not in set(allowed)]
+            if unknown:
+                raise DataError(f"{path}:1: unknown column(s) {', '.join(unknown)}; expected {', '.join(allowed)}")
+
+        def rows():
+            for row in reader:
+                lineno = reader.line_num
+                if None in row or any(v is None for v in row.values()):
+                    yield lineno, ValueError(f"expected {len(header)} fields")
+                    continue
+                yield lineno, row
+
+        records = _collect(rows(), path, validate, on_bad_record, bad)
+    if not records and not bad.count:
+        raise DataError(f"{path}: no records")
+    return records
+
+
+def require_text(value: Any, name: str) -> str:
+    """A non-empty string field, stripped; ``ValueError`` naming the field otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(f"field '{name}' must be a string, got {type(value).__name__}")
+    value = value.strip()
+    if not value:
+        raise ValueError(f"field '{name}' is empty")
+    return value

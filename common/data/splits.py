@@ -1,0 +1,61 @@
+"""Deterministic train/val/test splits: random, stratified by label, or group-wise (groups never straddle)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+from common.errors import ConfigError
+
+
+def _check(fractions: Sequence[float]) -> None:
+    if not fractions or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(f"data.split: fractions must be positive and sum to 1, got {list(fractions)}")
+
+
+def random_split(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Index arrays, one per fraction, covering ``range(n)`` exactly once."""
+    _check(fractions)
+    order = np.random.default_rng(seed).permutation(n)
+    bounds = np.round(np.cumsum(fractions)[:-1] * n).astype(int)
+    return [np.sort(part) for part in np.split(order, bounds)]
+
+
+def stratified_split(labels: Sequence, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Like :func:`random_split` but each part keeps the label proportions (scikit-learn's stratify).
+
+    Labels too rare to appear in every part are spread at random instead of failing.
+    """
+    _check(fractions)
+    labels = np.asarray([str(x) for x in labels])
+    idx = np.arange(len(labels))
+    parts, rest, remaining = [], idx, 1.0
+    for frac in fractions[:-1]:
+        share = frac / remaining
+        sub = labels[rest]
+        values, counts = np.unique(sub, return_counts=True)
+        strat = sub if counts.min() >= 2 and len(values) <= share * len(sub) else None
+        take, rest = train_test_split(rest, train_size=share, random_state=seed, stratify=strat)
+        parts.append(np.sort(take))
+        remaining -= frac
+    parts.append(np.sort(rest))
+    return parts
+
+
+def group_split(groups: Sequence, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Parts whose groups are disjoint (e.g. by ``label_group``); sizes follow the fractions in groups."""
+    _check(fractions)
+    groups = np.asarray([str(g) for g in groups])
+    idx = np.arange(len(groups))
+    parts, rest, remaining = [], idx, 1.0
+    for frac in fractions[:-1]:
+        share = frac / remaining
+        gss = GroupShuffleSplit(n_splits=1, train_size=share, random_state=seed)
+        take, keep = next(gss.split(rest, groups=groups[rest]))
+        parts.append(np.sort(rest[take]))
+        rest = rest[keep]
+        remaining -= frac
+    parts.append(np.sort(rest))
+    return parts

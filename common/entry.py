@@ -1,0 +1,77 @@
+"""The decorator every Hydra entry point uses (``vlm/train.py`` and friends stay a few lines long).
+
+It points Hydra at the package's config dir (``conf/<package>/``, shipped as ``pkg://conf.<package>``; the
+shared groups in ``conf/`` come in through the primary config's ``hydra.searchpath``) and decides how
+errors end a job:
+
+* a :class:`~common.errors.UserError` (bad data, bad config) prints one line ``error: …`` and exits 2;
+* inside a multirun every failing job is recorded in ``<sweep_dir>/failed_jobs/`` and the sweep goes on;
+  :class:`common.tracking.SweepCallback` reports the failures and exits non-zero at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import common.config  # noqa: F401  (registers the resolvers the YAML files use)
+from common.errors import UserError
+from common.tracking import FAILURES_DIR
+
+log = logging.getLogger(__name__)
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _record_failure(error: BaseException) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    out = Path(hc.sweep.dir) / FAILURES_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    head = f"job {hc.job.num} ({' '.join(hc.overrides.task)}): {type(error).__name__}: {error}"
+    tb = "".join(traceback.format_exception(error))
+    (out / f"{hc.job.num}.txt").write_text(head.replace("\n", " ") + "\n\n" + tb, encoding="utf-8")
+
+
+def run_job(task: Callable[[Any], Any], cfg: Any) -> Any:
+    try:
+        return task(cfg)
+    except Exception as e:
+        if _is_multirun():
+            _record_failure(e)
+            log.error("job failed, sweep continues: %s: %s", type(e).__name__, e)
+            return math.nan  # Optuna marks the trial failed; the basic/joblib launchers move on
+        if isinstance(e, UserError):
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+def main(package: str, config_name: str = "train", config_path: str | None = None) -> Callable:
+    """``@main("vlm")`` turns ``def train(cfg) -> float | None`` into the package's Hydra CLI.
+
+    ``config_path`` defaults to ``pkg://conf.<package>``; tests and plug-ins may point elsewhere.
+    """
+
+    def deco(task: Callable[[Any], Any]) -> Callable[[], Any]:
+        import hydra
+
+        @functools.wraps(task)
+        def job(cfg: Any) -> Any:
+            return run_job(task, cfg)
+
+        return hydra.main(version_base="1.3", config_path=config_path or f"pkg://conf.{package}", config_name=config_name)(job)
+
+    return deco

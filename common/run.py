@@ -1,0 +1,183 @@
+"""The one function every ``train.py`` calls.
+
+``train(cfg, build)`` validates the config, seeds, builds the LightningModule and DataModule (``build`` or
+``cfg.module`` / ``cfg.data`` via ``hydra.utils.instantiate``), the callbacks, loggers and trainer, records
+the run in MLflow, fits (resuming from ``ckpt_path``; ``last`` means the newest ``last.ckpt`` of an earlier
+run with the same overrides), tests on the best checkpoint, writes ``metrics.json`` atomically and returns
+``cfg.optimized_metric`` for Optuna. The MLflow run ends FINISHED or FAILED whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from common import io, tracking
+from common.config import validate
+from common.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Build = Callable[[DictConfig], tuple[Any, Any]]
+
+
+def _hydra_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def _comparable(overrides: list[str]) -> list[str]:
+    return sorted(o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path", "hydra.")))
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> tuple[str | None, str | None]:
+    """``(checkpoint path, MLflow run id to continue)`` for ``cfg.ckpt_path``."""
+    value = cfg.get("ckpt_path")
+    if not value:
+        return None, None
+    if str(value) != "last":
+        path = Path(str(value))
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path: no checkpoint file at {path}")
+        return str(path), None
+    root = Path(cfg.paths.log_dir) / cfg.task_name
+    want = _comparable(_hydra_overrides())
+    candidates = []
+    for ckpt in root.glob("**/checkpoints/last.ckpt"):
+        run_dir = ckpt.parent.parent
+        saved = run_dir / ".hydra" / "overrides.yaml"
+        if saved.exists() and _comparable(list(OmegaConf.load(saved))) == want:
+            candidates.append(ckpt)
+    if not candidates:
+        raise ConfigError(
+            f"ckpt_path=last: no earlier {cfg.task_name} run with overrides {want} left a last.ckpt under {root}"
+        )
+    ckpt = max(candidates, key=lambda p: p.stat().st_mtime)
+    run_id_file = ckpt.parent.parent / tracking.RUN_ID_FILE
+    log.info("resuming from %s", ckpt)
+    return str(ckpt), (run_id_file.read_text().strip() if run_id_file.exists() else None)
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list:
+    from hydra.utils import instantiate
+
+    return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+
+
+def instantiate_loggers(cfg: DictConfig, resume_run_id: str | None) -> list:
+    from hydra.utils import instantiate
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    loggers = []
+    overrides = _hydra_overrides()
+    for node in (cfg.get("logger") or {}).values():
+        if node is None or "_target_" not in node:
+            continue
+        target = str(node._target_)
+        if target.endswith("MLFlowLogger"):
+            tags = {
+                "task": cfg.task_name,
+                "overrides": json.dumps(overrides),
+                **tracking.git_info(cfg.paths.root_dir),
+                **{str(k): str(v) for k, v in (node.get("tags") or {}).items()},
+            }
+            parent = _parent_run_id()
+            if parent:
+                tags["mlflow.parentRunId"] = parent
+            lg = instantiate(
+                node, run_name=tracking.run_name(cfg.task_name, overrides), tags=tags, run_id=resume_run_id
+            )
+            assert isinstance(lg, MLFlowLogger)
+        else:
+            lg = instantiate(node)
+        loggers.append(lg)
+    return loggers
+
+
+def _parent_run_id() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    f = Path(HydraConfig.get().sweep.dir) / tracking.PARENT_RUN_FILE
+    return f.read_text().strip() if f.exists() else None
+
+
+def _record_run(loggers: list, cfg: DictConfig, output_dir: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    for lg in loggers:
+        if run := tracking.mlflow_run(lg):
+            mlf_client, run_id = run
+            io.write_text(output_dir / tracking.RUN_ID_FILE, run_id)
+            tracking.log_config(mlf_client, run_id, cfg)
+            tags = {"output_dir": str(output_dir)}
+            if HydraConfig.initialized() and HydraConfig.get().mode is not None:
+                hc = HydraConfig.get()
+                tags["job_num"] = str(hc.job.num)
+            for k, v in tags.items():
+                mlf_client.set_tag(run_id, k, v)
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def train(cfg: DictConfig, build: Build | None = None, schemas: dict[str, type] | None = None) -> float | None:
+    """Fit and test one configured job; return ``cfg.optimized_metric`` (None when unset)."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    validate(cfg, schemas)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, resume_run_id = resolve_ckpt_path(cfg)
+
+    module, datamodule = build(cfg) if build else (instantiate(cfg.module), instantiate(cfg.data))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg, resume_run_id)
+    if not loggers:  # Lightning refuses an LR monitor without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if trainer.is_global_zero:
+        _record_run(loggers, cfg, output_dir)
+
+    status, metrics = "FAILED", {}
+    try:
+        if cfg.get("train", True):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            metrics.update(_scalars(trainer.callback_metrics))
+        if cfg.get("test", True):
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.get("train", True) else ""
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics.update(_scalars(trainer.callback_metrics))
+        if trainer.is_global_zero:
+            fingerprint = getattr(datamodule, "fingerprint", None)
+            if fingerprint:
+                tracking.set_tags(loggers, {"data_fingerprint": fingerprint})
+            io.write_json(output_dir / "metrics.json", metrics)
+            tracking.log_artifact(loggers, output_dir / "metrics.json")
+            on_end = getattr(module, "on_run_end", None)
+            if callable(on_end):
+                on_end(trainer=trainer, datamodule=datamodule, output_dir=output_dir, loggers=loggers)
+        status = "FINISHED"
+    finally:
+        tracking.end_runs(loggers, status)
+
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric: '{name}' was not logged; logged: {sorted(metrics)}")
+    return metrics[name]

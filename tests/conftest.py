@@ -1,0 +1,32 @@
+"""Suite-wide settings: offline hub, one MLflow sqlite store per session, the toy config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    """The tests' MLflow store. ``TEST_MLFLOW_STORE=/abs/path.db`` keeps it for ``make ui STORE=...``."""
+    kept = os.environ.get("TEST_MLFLOW_STORE")
+    path = Path(kept) if kept else tmp_path_factory.mktemp("mlflow") / "mlruns.db"
+    return f"sqlite:///{path.resolve()}"
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run ``python -m ...`` the way a user does (fresh interpreter, repo root as cwd)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
