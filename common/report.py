@@ -20,6 +20,7 @@ from pathlib import Path
 
 from common import io
 from common.errors import UserError
+from common.tracking import shown_overrides
 
 
 @dataclass
@@ -41,12 +42,9 @@ class Table:
 
 def _overrides(tags: dict) -> dict[str, str]:
     out = {}
-    for item in json.loads(tags.get("overrides") or "[]"):
+    for item in shown_overrides(json.loads(tags.get("overrides") or "[]")):
         key, _, value = item.partition("=")
-        key = key.lstrip("+~")
-        if key.startswith(("hydra.", "paths.", "logger.mlflow.tracking_uri")):
-            continue
-        out[key] = value
+        out[key.lstrip("+~")] = value
     return out
 
 
@@ -97,8 +95,11 @@ def runs_table(
 
     overrides = [_overrides(r.data.tags) for r in runs]
     keys = sorted({k for o in overrides for k in o})
-    if metrics is None:
-        metrics = sorted({m for r in runs for m in r.data.metrics if m.startswith("test/")})
+    if metrics is None:  # what the packages asked for (config key report_metrics), else every test/* metric
+        wanted = [json.loads(r.data.tags.get("report_metrics") or "[]") for r in runs]
+        metrics = list(dict.fromkeys(m for w in wanted for m in w)) or sorted(
+            {m for r in runs for m in r.data.metrics if m.startswith("test/")}
+        )
     columns = ["run", "started", "status", *keys, *metrics]
     rows = []
     for r, ov in zip(runs, overrides, strict=True):

@@ -86,6 +86,7 @@ def instantiate_loggers(cfg: DictConfig, resume_run_id: str | None) -> list:
             tags = {
                 "task": cfg.task_name,
                 "overrides": json.dumps(overrides),
+                "report_metrics": json.dumps(list(cfg.get("report_metrics") or [])),
                 **tracking.git_info(cfg.paths.root_dir),
                 **{str(k): str(v) for k, v in (node.get("tags") or {}).items()},
             }

@@ -67,9 +67,16 @@ def git_info(root: str | os.PathLike) -> dict[str, str]:
     return {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": str(dirty).lower()}
 
 
+# Overrides that say where things go, not what was run: left out of run names and reports.
+_PLUMBING = ("hydra.", "hydra/", "paths.", "ckpt_path", "logger.mlflow.tracking_uri", "logger.mlflow.artifact_location")
+
+
+def shown_overrides(overrides: Iterable[str]) -> list[str]:
+    return [o for o in overrides if not o.lstrip("+~").startswith(_PLUMBING)]
+
+
 def run_name(task_name: str, overrides: Iterable[str]) -> str:
-    shown = [o for o in overrides if not o.startswith(("hydra.", "paths.", "ckpt_path"))]
-    return " ".join([task_name, *shown])[:MAX_RUN_NAME]
+    return " ".join([task_name, *shown_overrides(overrides)])[:MAX_RUN_NAME]
 
 
 def client(tracking_uri: str):
