@@ -103,11 +103,17 @@ def instantiate_loggers(cfg: DictConfig, resume_run_id: str | None) -> list:
     return loggers
 
 
-def _parent_run_id() -> str | None:
+def _is_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _parent_run_id() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not _is_multirun():
         return None
     f = Path(HydraConfig.get().sweep.dir) / tracking.PARENT_RUN_FILE
     return f.read_text().strip() if f.exists() else None
@@ -122,9 +128,8 @@ def _record_run(loggers: list, cfg: DictConfig, output_dir: Path) -> None:
             io.write_text(output_dir / tracking.RUN_ID_FILE, run_id)
             tracking.log_config(mlf_client, run_id, cfg)
             tags = {"output_dir": str(output_dir)}
-            if HydraConfig.initialized() and HydraConfig.get().mode is not None:
-                hc = HydraConfig.get()
-                tags["job_num"] = str(hc.job.num)
+            if _is_multirun():
+                tags["job_num"] = str(HydraConfig.get().job.num)
             for k, v in tags.items():
                 mlf_client.set_tag(run_id, k, v)
 

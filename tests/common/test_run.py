@@ -126,3 +126,15 @@ def test_optuna_sweep_runs_trials(tmp_path, mlflow_uri):
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert 0.01 <= best["best_params"]["module.lr"] <= 0.2
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()) == ["0", "1", "2"]
+
+
+def test_single_run_from_the_command_line(tmp_path, mlflow_uri):
+    res = run_cli(
+        "-m", "tests.common.toy.train", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run",
+        f"paths.log_dir={tmp_path}", f"logger.mlflow.tracking_uri={mlflow_uri}",
+        f"logger.mlflow.artifact_location={tmp_path}/art", "callbacks.progress_bar=null",
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = _run_of(tmp_path / "run", mlflow_uri)
+    assert r.info.status == "FINISHED" and r.info.run_name == "toy.train trainer.max_epochs=1 callbacks.progress_bar=null"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/loss"] == pytest.approx(r.data.metrics["test/loss"])
