@@ -23,39 +23,41 @@ def random_split(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarr
     return [np.sort(part) for part in np.split(order, bounds)]
 
 
+def _successive(n: int, fractions: Sequence[float], take) -> list[np.ndarray]:
+    """Cut parts one after another from what is left; ``take(rest, share)`` returns (taken, kept)."""
+    _check(fractions)
+    parts, rest, remaining = [], np.arange(n), 1.0
+    for frac in fractions[:-1]:
+        taken, rest = take(rest, frac / remaining)
+        parts.append(np.sort(taken))
+        remaining -= frac
+    parts.append(np.sort(rest))
+    return parts
+
+
 def stratified_split(labels: Sequence, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
     """Like :func:`random_split` but each part keeps the label proportions (scikit-learn's stratify).
 
     Labels too rare to appear in every part are spread at random instead of failing.
     """
-    _check(fractions)
     labels = np.asarray([str(x) for x in labels])
-    idx = np.arange(len(labels))
-    parts, rest, remaining = [], idx, 1.0
-    for frac in fractions[:-1]:
-        share = frac / remaining
+
+    def take(rest, share):
         sub = labels[rest]
         values, counts = np.unique(sub, return_counts=True)
         strat = sub if counts.min() >= 2 and len(values) <= share * len(sub) else None
-        take, rest = train_test_split(rest, train_size=share, random_state=seed, stratify=strat)
-        parts.append(np.sort(take))
-        remaining -= frac
-    parts.append(np.sort(rest))
-    return parts
+        return train_test_split(rest, train_size=share, random_state=seed, stratify=strat)
+
+    return _successive(len(labels), fractions, take)
 
 
 def group_split(groups: Sequence, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
     """Parts whose groups are disjoint (e.g. by ``label_group``); sizes follow the fractions in groups."""
-    _check(fractions)
     groups = np.asarray([str(g) for g in groups])
-    idx = np.arange(len(groups))
-    parts, rest, remaining = [], idx, 1.0
-    for frac in fractions[:-1]:
-        share = frac / remaining
+
+    def take(rest, share):
         gss = GroupShuffleSplit(n_splits=1, train_size=share, random_state=seed)
-        take, keep = next(gss.split(rest, groups=groups[rest]))
-        parts.append(np.sort(rest[take]))
-        rest = rest[keep]
-        remaining -= frac
-    parts.append(np.sort(rest))
-    return parts
+        taken, kept = next(gss.split(rest, groups=groups[rest]))
+        return rest[taken], rest[kept]
+
+    return _successive(len(groups), fractions, take)
