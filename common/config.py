@@ -98,6 +98,8 @@ def _accepts(annotation: Any, value: Any) -> bool:
         return any(_accepts(a, value) for a in typing.get_args(annotation))
     if origin is typing.Literal:
         return value in typing.get_args(annotation)
+    if annotation is type(None):
+        return False  # value is not None here
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
@@ -140,6 +142,10 @@ def _check_target_node(node: DictConfig, path: str) -> None:
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        names = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return names + (" or null" if type(None) in args else "")
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

@@ -168,6 +168,9 @@ def train(cfg: DictConfig, build: Build | None = None, schemas: dict[str, type] 
             best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.get("train", True) else ""
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update(_scalars(trainer.callback_metrics))
+        name = cfg.get("optimized_metric")
+        if name and name not in metrics:
+            raise ConfigError(f"optimized_metric: '{name}' was not logged; logged: {sorted(metrics)}")
         if trainer.is_global_zero:
             fingerprint = getattr(datamodule, "fingerprint", None)
             if fingerprint:
@@ -181,9 +184,4 @@ def train(cfg: DictConfig, build: Build | None = None, schemas: dict[str, type] 
     finally:
         tracking.end_runs(loggers, status)
 
-    name = cfg.get("optimized_metric")
-    if not name:
-        return None
-    if name not in metrics:
-        raise ConfigError(f"optimized_metric: '{name}' was not logged; logged: {sorted(metrics)}")
-    return metrics[name]
+    return metrics[name] if name else None

@@ -1,0 +1,48 @@
+"""Checkpoints are only ever loaded as data: torch.load(weights_only=True) or safetensors, never pickle."""
+
+import ast
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ["common", "vlm", "textcls", "retrieval"]
+
+
+def _calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            yield name, node
+
+
+def test_every_torch_load_and_trainer_restore_is_weights_only():
+    offenders = []
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for name, call in _calls(tree):
+                kw = {k.arg: k.value for k in call.keywords}
+                where = f"{path.relative_to(ROOT)}:{call.lineno}"
+                if name == "load" and isinstance(call.func, ast.Attribute) and getattr(call.func.value, "id", "") == "torch":
+                    if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
+                        offenders.append(f"{where}: torch.load without weights_only=True")
+                if name in ("load_from_checkpoint",):
+                    if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
+                        offenders.append(f"{where}: {name} without weights_only=True")
+                if name in ("fit", "test", "validate", "predict") and "ckpt_path" in kw:
+                    if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
+                        offenders.append(f"{where}: Trainer.{name}(ckpt_path=...) without weights_only=True")
+                if name in ("loads", "load") and getattr(call.func, "value", None) is not None and getattr(call.func.value, "id", "") == "pickle":
+                    offenders.append(f"{where}: pickle.{name}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_a_run_helper_checkpoint_loads_weights_only(toy_cfg):
+    from common import run
+
+    cfg = toy_cfg("logger=none", "trainer.max_epochs=1", "callbacks.progress_bar=null")
+    run.train(cfg)
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "state_dict" in state and "RngState" in str(state["callbacks"].keys())
