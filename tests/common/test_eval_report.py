@@ -42,3 +42,35 @@ def test_missing_experiment_is_one_line(mlflow_uri, capsys, tmp_path):
     assert eval_report.main(["--tracking-uri", mlflow_uri, "--experiments", "nope", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip() == f"error: experiment 'nope' has no finished run to report in {mlflow_uri}"
     assert not list(tmp_path.iterdir())
+
+
+def test_html_report_renders_its_plots_in_a_browser(toy_cfg, mlflow_uri, tmp_path):
+    """Headless Chromium opens the page and the embedded plot is on screen (skips without Chromium)."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium)")
+    cfg = toy_cfg("logger.mlflow.experiment_name=toy_html", "trainer.max_epochs=1")
+    run.train(cfg)
+    run_id = (tmp_path / "logs" / "toy.train" / "runs" / "00" / "mlflow_run_id").read_text()
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.fill_between([0, 1], [0, 0], [1, 1], color="#1f77b4")
+    MlflowClient(tracking_uri=mlflow_uri).log_figure(run_id, fig, "plots/blue.png")
+    out = tmp_path / "r" / "report"
+    eval_report.build(mlflow_uri, ["toy_html"], out, log=False)
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--window-size=1200,1600", f"--screenshot={shot}", out.with_suffix(".html").as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    blue = (np.abs(px - np.array([31, 119, 180])).sum(-1) < 30).sum()
+    assert blue > 20_000, f"only {blue} plot-blue pixels on screen"
