@@ -1,0 +1,176 @@
+"""One annotation run: every (mode, item) request not yet in the cache, then the outputs and the report.
+
+Outputs under ``out_dir`` (the cache lives there too, so re-running the same command resumes):
+``cache/<mode>.jsonl`` (append-only, one line per finished request), ``annotated/<mode>.jsonl`` (one row
+per item: raw and cleaned answer, classes named, agreement), ``report.md`` / ``report.html`` /
+``report.json``, ``train_corrected.jsonl`` and ``label_errors.jsonl``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from common import io
+from common.errors import ConfigError, UserError
+
+from .analysis import analyse, annotate_rows
+from .cache import ResultCache
+from .classes import ClassSet, load_classes
+from .clean import CleanSettings
+from .client import ChatClient, RequestFailed, image_url
+from .dataset import Item, read_items, synthetic_items
+from .prompts import Mode, load_modes
+
+log = logging.getLogger(__name__)
+
+
+def request_key(model: str, prompt: str, image_digest: str, gen: dict) -> str:
+    """What decides an answer; a changed prompt, image, model or setting is a new request, not a cache hit."""
+    blob = json.dumps({"model": model, "prompt": prompt, "image": image_digest, "gen": gen}, sort_keys=True)
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
+
+
+def _generation(cfg) -> dict:
+    gen = {"temperature": cfg.generation.temperature, "top_p": cfg.generation.top_p, "max_tokens": cfg.generation.max_tokens}
+    for k, lo, hi in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+        if isinstance(gen[k], bool) or not isinstance(gen[k], int | float) or not lo <= gen[k] <= hi:
+            raise ConfigError(f"generation.{k}: expected a number in [{lo}, {hi}], got {gen[k]!r}")
+    if isinstance(gen["max_tokens"], bool) or not isinstance(gen["max_tokens"], int) or gen["max_tokens"] < 1:
+        raise ConfigError(f"generation.max_tokens: expected a positive integer, got {gen['max_tokens']!r}")
+    return gen
+
+
+def load_items(cfg, classes: ClassSet) -> list[Item]:
+    path = cfg.data.path
+    if not path:
+        path = synthetic_items(_container(cfg.data.synthetic) or {}, cfg.paths.cache_dir)
+    return read_items(path, classes, label_key=cfg.data.label_key, on_bad_record=cfg.data.on_bad_record, limit=cfg.data.limit)
+
+
+def _check_endpoint(client: ChatClient) -> None:
+    try:
+        models = client.models()
+    except RequestFailed as e:
+        raise UserError(f"endpoint.base_url: {client.base_url}/models failed: {e.message}") from None
+    if client.model not in models:
+        raise ConfigError(f"endpoint.model: {client.model!r} is not served at {client.base_url} (it serves: {', '.join(models) or 'nothing'})")
+
+
+def _ask(client: ChatClient, prompt: str, item: Item, gen: dict, transport: str) -> dict:
+    t0 = time.perf_counter()
+    try:
+        r = client.chat(prompt, image_url(item.image, transport), **gen)
+        return {"status": "ok", "answer": r.text, "finish_reason": r.finish_reason, "usage": r.usage, "attempts": r.attempts, "error": None, "elapsed_s": round(r.elapsed_s, 4)}
+    except RequestFailed as e:
+        return {"status": "error", "answer": None, "error": e.message, "attempts": e.attempts, "elapsed_s": round(time.perf_counter() - t0, 4)}
+    except OSError as e:  # the image vanished or cannot be read since validation
+        return {"status": "error", "answer": None, "error": f"{item.image}: {e.strerror or e}", "attempts": 0, "elapsed_s": 0.0}
+
+
+def run(cfg) -> dict:
+    classes = load_classes(_container(cfg.classes.list), cfg.classes.file)
+    modes = load_modes(_container(cfg.modes), _container(cfg.run_modes))
+    gen = _generation(cfg)
+    concurrency = int(cfg.endpoint.concurrency)
+    if concurrency < 1:
+        raise ConfigError(f"endpoint.concurrency: expected >= 1, got {concurrency}")
+    if cfg.endpoint.image_transport not in ("data_url", "path"):
+        raise ConfigError(f"endpoint.image_transport: expected data_url or path, got {cfg.endpoint.image_transport!r}")
+    items = load_items(cfg, classes)
+    out = Path(cfg.out_dir)
+    client = ChatClient(
+        cfg.endpoint.base_url,
+        cfg.endpoint.model,
+        cfg.endpoint.api_key,
+        cfg.endpoint.timeout_s,
+        cfg.endpoint.retries,
+        cfg.endpoint.backoff_s,
+        cfg.endpoint.backoff_max_s,
+    )
+    if cfg.endpoint.check:
+        _check_endpoint(client)
+
+    digests = {it.id: it.image_digest() for it in items}
+    defs = classes.definitions_text()
+    prompts = {(m.name, it.id): m.render(defs, it.label) for m in modes for it in items}
+    keys = {k: request_key(client.model, p, digests[k[1]], gen) for k, p in prompts.items()}
+
+    with ExitStack() as stack:
+        caches = {m.name: stack.enter_context(ResultCache(out / "cache" / f"{m.name}.jsonl")) for m in modes}
+        todo = [(m, it) for m in modes for it in items if not caches[m.name].done(keys[(m.name, it.id)])]
+        total = len(modes) * len(items)
+        log.info("%d of %d requests cached; %d to ask %s", total - len(todo), total, len(todo), client.base_url)
+        failed_now = 0
+        if todo:
+            from tqdm import tqdm
+
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="annotate")
+            try:
+                futures = {pool.submit(_ask, client, prompts[(m.name, it.id)], it, gen, cfg.endpoint.image_transport): (m, it) for m, it in todo}
+                with tqdm(total=total, initial=total - len(todo), desc="annotate", unit="req", disable=not cfg.progress) as bar:
+                    for fut in concurrent.futures.as_completed(futures):
+                        m, it = futures[fut]
+                        row = {"key": keys[(m.name, it.id)], "id": it.id, "mode": m.name, **fut.result(), "time": round(time.time(), 3)}
+                        caches[m.name].append(row)
+                        failed_now += row["status"] != "ok"
+                        bar.update(1)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        cached = {m.name: {it.id: caches[m.name].rows.get(keys[(m.name, it.id)]) for it in items} for m in modes}
+
+    settings = CleanSettings(**_container(cfg.clean))
+    rows = {m.name: annotate_rows(items, m, {k: v for k, v in cached[m.name].items() if v}, classes, settings) for m in modes}
+    for m in modes:
+        io.write_jsonl(out / "annotated" / f"{m.name}.jsonl", rows[m.name])
+    an = cfg.analysis
+    compare = _container(an.compare)
+    analysis = analyse(
+        items,
+        modes,
+        rows,
+        classes,
+        label_key=cfg.data.label_key,
+        free_mode=an.free_mode,
+        compare=compare,
+        train_from=an.train_from,
+        min_votes=an.min_votes,
+        keep_disagreeing=an.keep_disagreeing,
+        examples_per_class=an.examples_per_class,
+        teacher=client.model,
+    )
+    meta = {"name": cfg.name, "model": client.model, "base_url": client.base_url, "items": len(items), "generation": gen}
+    from .report import render_html, render_markdown
+
+    failed = sum(r["status"] != "ok" for m in modes for r in rows[m.name])
+    report = {
+        **meta,
+        "modes": [{"name": m.name, "title": m.title, "max_chars": m.max_chars} for m in modes],
+        "per_class": analysis.per_class,
+        "overall": analysis.overall,
+        "length_effect": analysis.length_effect,
+        "suspects": len(analysis.suspects),
+        "train": analysis.train_counts,
+        "failed": failed,
+    }
+    io.write_jsonl(out / "train_corrected.jsonl", analysis.train)
+    io.write_jsonl(out / "label_errors.jsonl", sorted(analysis.suspects, key=lambda s: (s["label"], s["id"])))
+    io.write_json(out / "report.json", report)
+    io.write_text(out / "report.md", render_markdown(analysis, modes, meta, compare))
+    io.write_text(out / "report.html", render_html(analysis, modes, meta, compare))
+    agree = ", ".join(f"{m.name} {analysis.overall[m.name]['agreement']:.3f}" if analysis.overall[m.name]["agreement"] is not None else f"{m.name} n/a" for m in modes)
+    print(f"vlm.annotate: {len(items)} items x {len(modes)} modes; agreement {agree}; {len(analysis.suspects)} suspected label errors; "
+          f"{analysis.train_counts['kept']} training rows; {failed} failed" + (" (re-run to retry them)" if failed else "") + f"; report: {out / 'report.html'}", flush=True)
+    return report
