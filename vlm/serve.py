@@ -461,7 +461,16 @@ def run_from_config(cfg) -> None:
         raise ConfigError(f"host: {cfg.host!r} would expose the server beyond this machine; set allow_remote=true to mean it")
     if not 0 <= int(cfg.port) <= 65535:
         raise ConfigError(f"port: must be in [0, 65535], got {cfg.port}")
-    backend = hydra.utils.instantiate(cfg.backend)
+    from hydra.errors import InstantiationException
+
+    from common.errors import UserError
+
+    try:
+        backend = hydra.utils.instantiate(cfg.backend)
+    except InstantiationException as e:  # a bad checkpoint is the user's to fix: say so in one line
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
+        raise
     try:
         sock = bind(cfg.host, int(cfg.port))
     except OSError as e:

@@ -2,7 +2,8 @@
 a record of what it did, so the report can count how often the teacher looped, rambled or wrote garbage.
 
 Flags: ``garbage`` and ``loop`` (the answer was dropped for that reason), ``too_short`` (dropped: fewer than
-``min_chars`` left), ``truncated`` (longer than the limit, cut at the last full stop before it), ``fragment``
+``min_chars`` left), ``truncated`` (longer than the limit, cut at the last full stop before it, or at the last
+word boundary when there is none), ``fragment``
 (text after the last full stop cut off), ``empty`` (nothing usable remained).
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vlm.captions import _garbage_ratio, clean_caption, has_loop
+
+STOPS = ".!?。！？"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ def clean(text: str | None, settings: CleanSettings = CleanSettings(), max_chars
     flags = []
     if len(flat) > limit:
         flags.append("truncated")
+        # No full stop within the limit: the cut fell wherever it fell; do not leave half a word behind.
+        if out[-1] not in STOPS and flat.startswith(out) and len(out) < len(flat) and not flat[len(out)].isspace() and " " in out:
+            out = out.rsplit(" ", 1)[0].rstrip(" ,;:-")
     elif out != flat:
         flags.append("fragment")
     return out, flags
