@@ -1,0 +1,286 @@
+"""``python -m retrieval.bench``: one Markdown table of product-matching baselines and FAISS indexes.
+
+On each DeepMatcher set (``../shared/datasets/abt_buy``, ``amazon_walmart``; read in place), in one run:
+TF-IDF char n-grams, MiniLM zero-shot, MiniLM fine-tuned (InfoNCE) with negatives mined by the zero-shot
+model, and that model + a cross-encoder reranker (MiniLM initialised, pairwise BCE on the Ditto/DeepMatcher
+train split). Retrieval: tableA titles of a held-out group split (30 % of the matches) ranked against all
+of tableB — recall@1/10, MRR; Shopee F1 on the held-out pool with the threshold tuned on the validation
+pool; pair F1 on the DeepMatcher test split (threshold tuned on its validation split), beside the published
+Ditto anchor. Then FAISS Flat vs IVF vs HNSW on synthetic vectors: build time, QPS, recall@10 vs exact.
+
+Flags shrink the run for small machines (``--faiss-n``, ``--epochs``, ``--datasets``); the table says what ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import io
+
+ANCHORS = {"abt_buy": ("Ditto (Li et al. 2020)", 89.33), "amazon_walmart": ("Ditto (Li et al. 2020)", 86.76)}
+
+
+def machine() -> str:
+    import torch
+
+    dev = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only"
+    return f"{platform.machine()}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {dev}, python {platform.python_version()}"
+
+
+def tfidf_scorer(cat):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True).fit(cat.titles)
+    X = vec.transform(cat.titles)
+
+    def scores(rows, cols):
+        return (X[rows] @ X[cols].T).toarray().astype(np.float32)
+
+    def pair_scores(left, right):
+        return np.asarray((vec.transform(left).multiply(vec.transform(right))).sum(1)).ravel()
+
+    return scores, pair_scores
+
+
+def embed_scorer(encode, cat, needed):
+    idx = np.asarray(sorted(needed))
+    E = np.zeros((len(cat), 1), np.float32)
+    emb = encode([cat.titles[i] for i in idx])
+    E = np.zeros((len(cat), emb.shape[1]), np.float32)
+    E[idx] = emb
+
+    def scores(rows, cols):
+        return E[rows] @ E[cols].T
+
+    def pair_scores(left, right):
+        return (encode(left) * encode(right)).sum(1)
+
+    return scores, pair_scores, E
+
+
+def retrieval_metrics(scores, cat, splits):
+    from retrieval.evaluate import score_matrices
+
+    v = splits["val"]
+    val, _ = score_matrices(scores(v.queries, v.gallery), scores(v.pool, v.pool), v, cat, "")
+    t = splits["test"]
+    test, _ = score_matrices(scores(t.queries, t.gallery), scores(t.pool, t.pool), t, cat, "", val["threshold"])
+    return test
+
+
+def pair_metrics(pair_scores, pairs_dir, fields):
+    from retrieval.data import read_ditto
+    from retrieval.rerank import best_pair_threshold, pair_prf, serialise
+
+    def load(name):
+        rows = read_ditto(pairs_dir / name)
+        return [serialise(a, fields) for a, _, _ in rows], [serialise(b, fields) for _, b, _ in rows], np.array([y for *_, y in rows])
+
+    lv, rv, yv = load("valid.txt")
+    thr, _ = best_pair_threshold(pair_scores(lv, rv), yv)
+    lt, rt, yt = load("test.txt")
+    return pair_prf(yt, (pair_scores(lt, rt) >= thr).astype(int))
+
+
+def minilm_encoder(tower, batch_size=128):
+    import torch
+    from tqdm import tqdm
+
+    @torch.no_grad()
+    def encode(texts):
+        tower.eval()
+        out = [tower(texts[i : i + batch_size]).numpy() for i in tqdm(range(0, len(texts), batch_size), desc="embedding", leave=False)]
+        return np.concatenate(out).astype(np.float32)
+
+    return encode
+
+
+def finetune(cat, splits, negatives, args, root):
+    """InfoNCE fine-tuning of the MiniLM tower with mined negatives (a Lightning run without logger)."""
+    import lightning as L
+
+    from retrieval.data import DataConfig, ItemLoader, PairDataset, RetrievalDataModule
+    from retrieval.module import RetrievalModule
+
+    dm = RetrievalDataModule.__new__(RetrievalDataModule)
+    L.LightningDataModule.__init__(dm)
+    dm.cfg = DataConfig(kind="deepmatcher", batch_size=args.batch_size, num_negatives=args.num_negatives)
+    dm.train_tf = dm.eval_tf = None
+    dm.catalog, dm.splits, dm.labels = cat, splits, {}
+    dm.train_set = PairDataset(cat, splits["train"], ItemLoader(cat), args.num_negatives, args.seed, negatives)
+    dm.fingerprint = ""
+    module = RetrievalModule({"text": {"name_or_path": "minilm", "pooling": "mean", "max_length": 48}, "image": None},
+                             loss="infonce", temperature=0.05, lr=args.lr, warmup_steps=5)
+    trainer = L.Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, enable_progress_bar=True, accelerator="cpu", default_root_dir=str(root))
+    trainer.fit(module, datamodule=dm)
+    return module
+
+
+def train_reranker(pairs_dir, fields, args, root):
+    import lightning as L
+
+    from retrieval.rerank import PairDataModule, RerankerModule
+
+    dm = PairDataModule(str(pairs_dir), fields, batch_size=args.batch_size, loss="bce", neg_per_pos=args.rerank_neg_per_pos,
+                        seed=args.seed)
+    module = RerankerModule({"name_or_path": "minilm", "max_length": args.rerank_max_length}, loss="bce", lr=args.rerank_lr)
+    trainer = L.Trainer(max_epochs=args.rerank_epochs, logger=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                        accelerator="cpu", default_root_dir=str(root))
+    trainer.fit(module, datamodule=dm)  # validation picks the threshold
+    res = trainer.test(module, datamodule=dm, verbose=False)[0]
+    return module, res
+
+
+def bench_dataset(name, folder, args, root):
+    from retrieval.data import make_splits, read_deepmatcher, text_field
+    from retrieval.evaluate import score_matrices
+    from retrieval.mine import mine_negatives
+    from retrieval.models.text import TextTower
+
+    fields = text_field(folder)
+    cat = read_deepmatcher(folder, fields)
+    splits = make_splits(cat, [0.5, 0.2, 0.3], args.seed)
+    pairs_dir = folder / "ditto_deepmatcher_splits"
+    rows = []
+    needed = set(np.concatenate([s.queries for s in splits.values()] + [s.pool for s in splits.values()] + [splits["test"].gallery]).tolist())
+
+    t = time.perf_counter()
+    sc, pair_sc = tfidf_scorer(cat)
+    rows.append(("TF-IDF char 2-5 n-grams", retrieval_metrics(sc, cat, splits), pair_metrics(pair_sc, pairs_dir, fields), time.perf_counter() - t))
+
+    t = time.perf_counter()
+    tower = TextTower("minilm", pooling="mean", max_length=48)
+    enc = minilm_encoder(tower)
+    sc, pair_sc, E = embed_scorer(enc, cat, needed)
+    rows.append(("MiniLM-L6 zero-shot", retrieval_metrics(sc, cat, splits), pair_metrics(pair_sc, pairs_dir, fields), time.perf_counter() - t))
+
+    t = time.perf_counter()
+    tr = splits["train"]
+    rel = tr.relevant(cat)
+    q_emb, g_emb = E[tr.queries], E[tr.gallery]
+    mined = mine_negatives(q_emb, g_emb, rel, [set() for _ in rel], range_for_sampling=(2, args.mine_hi),
+                           negative_number=args.negative_number, seed=args.seed)
+    negatives = {int(q): [int(tr.gallery[j]) for j in n] for q, n in zip(tr.queries, mined, strict=True)}
+    module = finetune(cat, splits, negatives, args, root)
+    tower = module.net.text
+    enc = minilm_encoder(tower)
+    sc, pair_sc, E = embed_scorer(enc, cat, needed)
+    ft = retrieval_metrics(sc, cat, splits)
+    rows.append(("MiniLM-L6 fine-tuned, mined negatives", ft, pair_metrics(pair_sc, pairs_dir, fields), time.perf_counter() - t))
+
+    t = time.perf_counter()
+    reranker, res = train_reranker(pairs_dir, fields, args, root)
+    from common.metrics.classification import PRF
+    from retrieval.rerank import rerank
+
+    te = splits["test"]
+    k = args.rerank_k
+    scores = sc(te.queries, te.gallery)
+    top = np.argsort(-scores, axis=1)[:, :k]
+    order = rerank(reranker, [cat.titles[q] for q in te.queries], [[cat.titles[te.gallery[j]] for j in row] for row in top])
+    boosted = scores.copy()
+    for r, (row, o) in enumerate(zip(top, order, strict=True)):
+        boosted[r, row[o]] = 10.0 + np.arange(k, 0, -1)  # reranked top-k above everything else, in reranker order
+    test_rr, _ = score_matrices(boosted, sc(te.pool, te.pool), te, cat, "", ft["threshold"])
+    test_rr["f1"] = ft["f1"]  # matching threshold stays the bi-encoder's; the reranker changes the ranking
+    prf = PRF(res["test/pair_precision"], res["test/pair_recall"], res["test/pair_f1"], 0)
+    rows.append((f"+ cross-encoder reranker (top-{k})", test_rr, prf, time.perf_counter() - t))
+    return rows, len(te.queries), len(te.gallery)
+
+
+def bench_faiss(n: int, dim: int, n_queries: int, seed: int):
+    import faiss
+
+    from common.metrics.retrieval import ranked_recall_at_k
+    from retrieval.index import build_index
+
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((max(16, n // 500), dim)).astype(np.float32)
+    x = centers[rng.integers(0, len(centers), n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[rng.choice(n, n_queries, replace=False)] + 0.05 * rng.standard_normal((n_queries, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    out, exact = [], None
+    for kind, kw in (("flat", {}), ("ivf", {"nlist": int(4 * np.sqrt(n)), "nprobe": 16}), ("hnsw", {"hnsw_m": 32, "ef_search": 64})):
+        t = time.perf_counter()
+        index = build_index(x, kind, gpu=False, **kw)
+        build = time.perf_counter() - t
+        t = time.perf_counter()
+        _, ids = index.search(q, 10)
+        qps = n_queries / (time.perf_counter() - t)
+        if exact is None:
+            exact = [set(r) for r in ids]
+        out.append((kind, kw, build, qps, ranked_recall_at_k(ids, exact, 10)))
+    return out, faiss.__version__
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shared", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"))
+    p.add_argument("--datasets", default="abt_buy,amazon_walmart")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-negatives", type=int, default=3)
+    p.add_argument("--negative-number", type=int, default=10)
+    p.add_argument("--mine-hi", type=int, default=30)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--rerank-epochs", type=int, default=2)
+    p.add_argument("--rerank-lr", type=float, default=5e-5)
+    p.add_argument("--rerank-neg-per-pos", type=int, default=3)
+    p.add_argument("--rerank-max-length", type=int, default=64)
+    p.add_argument("--rerank-k", type=int, default=10)
+    p.add_argument("--faiss-n", type=int, default=200_000)
+    p.add_argument("--faiss-dim", type=int, default=256)
+    p.add_argument("--faiss-queries", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default="logs/retrieval.bench/bench.md")
+    args = p.parse_args(argv)
+    import lightning as L
+
+    L.seed_everything(args.seed)
+    start = time.perf_counter()
+    root = Path(args.out).parent
+    lines = ["# retrieval bench", "", f"command: `python -m retrieval.bench {' '.join(argv if argv is not None else sys.argv[1:])}`",
+             f"machine: {machine()}", ""]
+    shared = Path(args.shared)
+    for name in [d for d in args.datasets.split(",") if d]:
+        folder = shared / name
+        if not (folder / "tableA.csv").exists():
+            lines += [f"## {name}: skipped ({folder} not found)", ""]
+            continue
+        rows, nq, ng = bench_dataset(name, folder, args, root)
+        anchor = ANCHORS.get(name)
+        lines += [f"## {name}: {nq} held-out tableA queries vs {ng} tableB records; pair F1 on the DeepMatcher test split"
+                  + (f" (published anchor: {anchor[0]} pair F1 {anchor[1]})" if anchor else ""), "",
+                  "| method | recall@1 | recall@10 | MRR | Shopee F1 | pair P | pair R | pair F1 | vs anchor | wall s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for method, m, prf, wall in rows:
+            gap = f"{100 * prf.f1 - anchor[1]:+.1f}" if anchor else ""
+            lines.append(f"| {method} | {m['recall_at_1']:.3f} | {m['recall_at_10']:.3f} | {m['mrr']:.3f} | {m['f1']:.3f} | "
+                         f"{prf.precision:.3f} | {prf.recall:.3f} | {100 * prf.f1:.1f} | {gap} | {wall:.0f} |")
+        base, tuned = rows[0][1]["recall_at_1"], rows[2][1]["recall_at_1"]
+        lines += ["", f"fine-tuned recall@1 - TF-IDF recall@1 = {tuned - base:+.3f} (target >= +0.10: {'met' if tuned - base >= 0.10 else 'NOT met'})", ""]
+        print("\n".join(lines), flush=True)
+    res, ver = bench_faiss(args.faiss_n, args.faiss_dim, args.faiss_queries, args.seed)
+    lines += [f"## FAISS {ver} on {args.faiss_n:,} x {args.faiss_dim} synthetic unit vectors (clustered), {args.faiss_queries} queries, CPU",
+              "", "| index | params | build s | QPS | recall@10 vs exact |", "|---|---|---|---|---|"]
+    for kind, kw, build, qps, rec in res:
+        lines.append(f"| {kind} | {', '.join(f'{k}={v}' for k, v in kw.items()) or '-'} | {build:.1f} | {qps:,.0f} | {rec:.3f} |")
+    lines += ["", f"total wall time: {time.perf_counter() - start:.0f} s", ""]
+    text = "\n".join(lines)
+    io.write_text(args.out, text)
+    print(text)
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

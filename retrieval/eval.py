@@ -1,0 +1,85 @@
+"""``python -m retrieval.eval ckpt=<model.ckpt> data=deepmatcher data.path=<folder>``: score a saved matcher
+on any data set it never saw (a DeepMatcher folder, a Shopee CSV, the synthetic set).
+
+``split=all`` (default) uses the whole folder: every tableA record with a match is a query against all of
+tableB, the Shopee F1 pool is both sides of every match. ``split=test`` uses the data config's group split.
+The threshold is the checkpoint's (tuned on its own validation split) unless ``threshold=`` is given; the
+best-threshold F1 on this data is reported beside it as ``f1_oracle`` (an upper bound, not a result).
+Writes metrics.json, predictions.csv and the plots to the run dir and logs them to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from common import entry, io, tracking
+from common.run import instantiate_loggers
+
+log = logging.getLogger(__name__)
+
+
+def pair_scores_from_files(folder: Path, cat, emb: dict[int, np.ndarray], threshold: float) -> dict:
+    """Pair P/R/F1 on a DeepMatcher labelled pair file (``test.csv`` with tableA/B ids) at ``threshold``."""
+    from common.metrics.retrieval import pair_prf
+    from retrieval.data import read_pairs
+
+    f = folder / "test.csv"
+    if not f.exists():
+        return {}
+    pairs = read_pairs(f)
+    ok = [(a, b, y) for a, b, y in pairs if f"a:{a}" in cat.index and f"b:{b}" in cat.index]
+    s = np.array([float(emb[cat.index[f"a:{a}"]] @ emb[cat.index[f"b:{b}"]]) for a, b, _ in ok])
+    prf = pair_prf([y for *_, y in ok], (s >= threshold).astype(int))
+    return {"pair_precision": prf.precision, "pair_recall": prf.recall, "pair_f1": prf.f1}
+
+
+@entry.main("retrieval", config_name="eval")
+def main(cfg):
+    from omegaconf import OmegaConf
+
+    from common.config import validate
+    from retrieval.build import data_config
+    from retrieval.data import DataConfig, all_split, load_catalog, make_splits
+    from retrieval.evaluate import best_threshold, score_split
+    from retrieval.module import write_outputs
+    from retrieval.predict import cached_embed, load_module
+
+    validate(cfg, {"data": DataConfig})
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    module = load_module(cfg.ckpt)
+    dcfg = data_config(cfg.data)
+    cat, _ = load_catalog(dcfg)
+    split = all_split(cat) if cfg.split == "all" else make_splits(cat, list(dcfg.split), dcfg.seed)[cfg.split]
+    from common.data.fingerprint import fingerprint
+
+    fp = fingerprint(zip(cat.ids, cat.titles, cat.groups, strict=True))
+    need = np.unique(np.concatenate([split.queries, split.gallery, split.pool]))
+    emb = cached_embed(module, cfg.ckpt, cat, need, cfg.paths.cache_dir, fp)
+    thr = float(module.threshold) if cfg.threshold is None else float(cfg.threshold)
+    at_least = int(cfg.at_least)
+    metrics, curve = score_split(emb, split, cat, "", thr, at_least)
+    metrics["f1_oracle"], metrics["threshold_oracle"] = best_threshold(curve)[1], best_threshold(curve)[0]
+    if dcfg.kind == "deepmatcher":
+        metrics.update(pair_scores_from_files(Path(dcfg.path), cat, emb, thr))
+    metrics = {f"eval/{k}": float(v) for k, v in metrics.items()}
+    loggers = instantiate_loggers(cfg, None)
+    for lg in loggers:
+        lg.log_hyperparams({"ckpt": str(cfg.ckpt), "data.path": str(dcfg.path), "data.kind": dcfg.kind, "split": cfg.split})
+        lg.log_metrics(metrics)
+    tracking.set_tags(loggers, {"data_fingerprint": fp})
+    io.write_json(out / "metrics.json", metrics)
+    tracking.log_artifact(loggers, out / "metrics.json")
+    write_outputs(emb, split, cat, thr, at_least, out, loggers, curves={cfg.split: curve})
+    tracking.end_runs(loggers, "FINISHED")
+    for k, v in metrics.items():
+        print(f"{k}: {v:.4f}")
+    print(f"outputs in {out}")
+    log.info("config: %s", OmegaConf.to_yaml(cfg.data))
+
+
+if __name__ == "__main__":
+    main()

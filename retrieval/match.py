@@ -1,0 +1,85 @@
+"""``python -m retrieval.match ckpt=... input=postings.csv``: kNN matching with a tuned threshold, written as the
+Shopee submission ``posting_id,matches`` (space-separated ids, self included).
+
+``input`` is a Shopee CSV (``label_group`` may be absent for unlabelled test data; images under
+``image_dir``, default ``<csv dir>/images``). The threshold is ``threshold`` if set, else tuned for F1 on the
+labelled ``tune_on`` CSV, else the checkpoint's own (tuned on its validation split). ``at_least=2`` gives every
+posting its nearest other posting when nothing passes the threshold. ``index`` picks the FAISS index kind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from common import entry, io
+from common.data.records import read_csv, require_text
+from common.errors import DataError
+
+
+def read_postings(path, image_dir=None):
+    """A Shopee CSV with or without ``label_group`` (unlabelled test postings get their own id as group)."""
+    from retrieval.data import SHOPEE_COLUMNS, Catalog, read_shopee
+
+    path = Path(path)
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f), [])
+    if "label_group" in header:
+        return read_shopee(path, image_dir)
+    cols = [c for c in SHOPEE_COLUMNS if c != "label_group"]
+    image_dir = Path(image_dir) if image_dir else path.parent / "images"
+    seen: set = set()
+
+    def val(r):
+        pid = require_text(r["posting_id"], "posting_id")
+        if pid in seen:
+            raise ValueError(f"duplicate posting_id {pid!r}")
+        seen.add(pid)
+        img = image_dir / require_text(r["image"], "image")
+        if not img.is_file():
+            raise ValueError(f"missing image {img}")
+        return pid, require_text(r["title"], "title"), str(img)
+
+    rows = read_csv(path, required=cols, allowed=cols, validate=val)
+    return Catalog([r[0] for r in rows], [r[1] for r in rows], [r[0] for r in rows], [r[2] for r in rows])
+
+
+@entry.main("retrieval", config_name="match")
+def main(cfg):
+    from retrieval.data import all_split
+    from retrieval.evaluate import best_threshold, f1_curve, matches_at
+    from retrieval.index import build_index, search
+    from retrieval.predict import embed_catalog, load_module
+
+    module = load_module(cfg.ckpt)
+    threshold = cfg.threshold
+    if threshold is None and cfg.tune_on:
+        tcat = read_postings(cfg.tune_on, cfg.tune_image_dir)
+        temb = embed_catalog(module, tcat, range(len(tcat)))
+        split = all_split(tcat)
+        threshold = best_threshold(f1_curve(np.stack([temb[i] for i in split.pool]), split, tcat, int(cfg.at_least)))[0]
+        print(f"threshold tuned on {cfg.tune_on}: {threshold:.2f}")
+    if threshold is None:
+        threshold = float(module.threshold)
+    if not cfg.input:
+        raise DataError("input: give the postings CSV to match")
+    cat = read_postings(cfg.input, cfg.image_dir)
+    emb = embed_catalog(module, cat, range(len(cat)))
+    x = np.stack([emb[i] for i in range(len(cat))])
+    index = build_index(x, cfg.index)
+    s, n = search(index, x, int(cfg.k))
+    matches = matches_at(cat.ids, s, n, float(threshold), int(cfg.at_least))
+    out = Path(cfg.output)
+    io.write_text(out, "posting_id,matches\n" + "".join(f"{k},{' '.join(v)}\n" for k, v in matches.items()))
+    print(f"threshold {float(threshold):.2f}; wrote {len(matches)} postings to {out}")
+    if len(set(cat.groups)) < len(cat):  # labelled input: report the F1 too
+        from common.metrics.retrieval import shopee_f1
+
+        print(f"shopee F1: {shopee_f1(matches, dict(zip(cat.ids, cat.groups, strict=True))):.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Loading a trained matcher and embedding catalogs with it (shared by eval, match, index, mine, bench)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.errors import ConfigError
+
+
+def load_module(ckpt: str | Path):
+    """A :class:`~retrieval.module.RetrievalModule` from a Lightning checkpoint (``weights_only=True``)."""
+    from retrieval.module import RetrievalModule
+
+    ckpt = Path(str(ckpt))
+    if not ckpt.is_file():
+        raise ConfigError(f"ckpt: no checkpoint file at {ckpt}")
+    module = RetrievalModule.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
+    return module.eval()
+
+
+def transforms_of(module):
+    img = module.net.image
+    return img.transforms() if img is not None else None
+
+
+@torch.no_grad()
+def embed_catalog(module, cat, indices, batch_size: int = 128) -> dict[int, np.ndarray]:
+    """``{catalog index: embedding}`` for ``indices`` with the module's towers (progress bar)."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from retrieval.data import ItemDataset, ItemLoader, collate_items
+
+    tf = transforms_of(module)
+    text_only = tf is not None and not cat.has_images
+    if text_only:
+        if module.net.text is None:
+            raise ConfigError("ckpt: the model has only an image tower but this data set has no images")
+        import logging
+
+        logging.getLogger(__name__).warning("the data has no images: embedding with the text tower alone")
+        tf = None
+    loader = DataLoader(ItemDataset(indices, ItemLoader(cat, tf[1] if tf else None)), batch_size=batch_size,
+                        collate_fn=collate_items)
+    out = {}
+    for batch in tqdm(loader, desc="embedding", leave=False):
+        e = module.net.text(batch["title"]) if text_only else module.net(batch)
+        for i, v in zip(batch["idx"].tolist(), e.float().numpy(), strict=True):
+            out[i] = v
+    return out
+
+
+def cached_embed(module, ckpt: str | Path, cat, indices, cache_dir: str | Path, fingerprint: str) -> dict[int, np.ndarray]:
+    """:func:`embed_catalog` through the embedding cache (key: checkpoint path + mtime, data fingerprint)."""
+    from retrieval.index import cache_key, cached_embeddings
+
+    indices = np.asarray(sorted(int(i) for i in indices))
+    st = Path(str(ckpt)).stat()
+    key = cache_key(Path(str(ckpt)).resolve(), st.st_mtime_ns, fingerprint, indices.tobytes().hex()[:64], len(indices))
+
+    def compute():
+        e = embed_catalog(module, cat, indices)
+        return np.stack([e[int(i)] for i in indices])
+
+    arr = cached_embeddings(Path(cache_dir) / "retrieval" / "emb", key, compute)
+    return {int(i): v for i, v in zip(indices, arr, strict=True)}

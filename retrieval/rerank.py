@@ -1,0 +1,197 @@
+"""Training and using the cross-encoder reranker.
+
+* ``loss="bce"``: pairwise binary cross-entropy on labelled pairs (DeepMatcher / Ditto splits).
+* ``loss="grouped_ce"``: FlagEmbedding-style groups ``[query, pos, neg_1..neg_n]``, cross-entropy with the
+  positive first (target 0).
+
+:class:`RerankerModule` is a LightningModule; its validation picks the score threshold with the best pair
+F1 (kept in the checkpoint) and test reports pair P/R/F1 at it (``common.metrics.retrieval.pair_prf``).
+:func:`rerank` reorders retrieved top-k candidates by cross-encoder score.
+"""
+
+from __future__ import annotations
+
+import random
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from common.errors import ConfigError
+from common.metrics.retrieval import pair_prf
+from retrieval.data import ditto_fields, read_ditto
+from retrieval.models.reranker import CrossEncoder
+
+
+def serialise(text_or_fields, fields: list[str] | None) -> str:
+    """A record's text for the cross-encoder: the chosen Ditto fields joined (``name`` / ``title`` …)."""
+    if isinstance(text_or_fields, str) and " VAL " in text_or_fields:
+        d = ditto_fields(text_or_fields)
+    elif isinstance(text_or_fields, dict):
+        d = text_or_fields
+    else:
+        return str(text_or_fields)
+    keys = fields or list(d)[:1]
+    return " ".join(d.get(k, "") for k in keys if d.get(k)).strip() or "(empty)"
+
+
+class PairSet(Dataset):
+    def __init__(self, pairs: list[tuple[str, str, int]]):
+        self.pairs = pairs
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        return self.pairs[i]
+
+
+def collate_pairs(batch):
+    left, right, y = zip(*batch, strict=True)
+    return {"left": list(left), "right": list(right), "label": torch.tensor(y, dtype=torch.float32)}
+
+
+class GroupSet(Dataset):
+    """``(query, [pos, neg...])`` groups from labelled pairs: each positive with ``n`` negatives of its query
+    (or random ones)."""
+
+    def __init__(self, pairs: list[tuple[str, str, int]], n: int, seed: int):
+        by_q: dict[str, list[str]] = {}
+        for left, right, y in pairs:
+            if not y:
+                by_q.setdefault(left, []).append(right)
+        self.all_neg = [r for _, r, y in pairs if not y]
+        self.groups = [(left, right, by_q.get(left, [])) for left, right, y in pairs if y]
+        self.n, self.seed = n, seed
+
+    def __len__(self):
+        return len(self.groups)
+
+    def __getitem__(self, i):
+        q, p, negs = self.groups[i]
+        rng = random.Random(self.seed * 100003 + i)
+        picked = rng.sample(negs, min(self.n, len(negs)))
+        while len(picked) < self.n:
+            picked.append(rng.choice(self.all_neg))
+        return q, [p, *picked]
+
+
+def collate_groups(batch):
+    return {"query": [q for q, _ in batch], "docs": [d for _, d in batch]}
+
+
+class RerankerModule(pl.LightningModule):
+    def __init__(self, encoder: dict, loss: str = "bce", lr: float = 3e-5, weight_decay: float = 0.01,
+                 pos_weight: float = 1.0):
+        super().__init__()
+        self.save_hyperparameters()
+        if loss not in ("bce", "grouped_ce"):
+            raise ConfigError(f"reranker.loss: expected bce|grouped_ce, got {loss!r}")
+        self.net = CrossEncoder(**encoder)
+        self.register_buffer("threshold", torch.tensor(0.0))
+        self._scores, self._labels = [], []
+
+    def training_step(self, batch, batch_idx):
+        if "docs" in batch:  # grouped CE, positive first
+            n = len(batch["docs"][0])
+            left = [q for q in batch["query"] for _ in range(n)]
+            right = [d for docs in batch["docs"] for d in docs]
+            logits = self.net(left, right).view(-1, n)
+            loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+        else:
+            logits = self.net(batch["left"], batch["right"])
+            pw = torch.tensor(self.hparams.pos_weight, device=logits.device)
+            loss = F.binary_cross_entropy_with_logits(logits, batch["label"].to(logits.device), pos_weight=pw)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def _eval_step(self, batch):
+        self._scores.append(self.net(batch["left"], batch["right"]).float().cpu())
+        self._labels.append(batch["label"].cpu())
+
+    validation_step = test_step = lambda self, batch, batch_idx: self._eval_step(batch)  # noqa: E731
+
+    def _flush(self):
+        s, y = torch.cat(self._scores).numpy(), torch.cat(self._labels).numpy().astype(int)
+        self._scores, self._labels = [], []
+        return s, y
+
+    def on_validation_epoch_end(self):
+        s, y = self._flush()
+        if self.trainer.sanity_checking:
+            return
+        thr, prf = best_pair_threshold(s, y)
+        self.threshold.fill_(thr)
+        self.log_dict({"val/pair_f1": prf.f1, "val/pair_precision": prf.precision, "val/pair_recall": prf.recall},
+                      prog_bar=True)
+
+    def on_test_epoch_end(self):
+        s, y = self._flush()
+        prf = pair_prf(y, (s >= float(self.threshold)).astype(int))
+        self.log_dict({"test/pair_f1": prf.f1, "test/pair_precision": prf.precision, "test/pair_recall": prf.recall})
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    @torch.no_grad()
+    def score(self, left: list[str], right: list[str], batch_size: int = 64) -> np.ndarray:
+        self.eval()
+        out = [self.net(left[i : i + batch_size], right[i : i + batch_size]).float().cpu().numpy()
+               for i in range(0, len(left), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+def best_pair_threshold(scores: np.ndarray, labels: np.ndarray):
+    """The score threshold with the best pair F1 (candidates: every observed score)."""
+    best = (0.0, pair_prf(labels, np.zeros_like(labels)))
+    for t in np.unique(np.quantile(scores, np.linspace(0, 1, 201))):
+        prf = pair_prf(labels, (scores >= t).astype(int))
+        if prf.f1 > best[1].f1:
+            best = (float(t), prf)
+    return best
+
+
+class PairDataModule(pl.LightningDataModule):
+    """Ditto/DeepMatcher split files ``train.txt, valid.txt, test.txt`` (``left<TAB>right<TAB>label``)."""
+
+    def __init__(self, folder: str, fields: list[str] | None = None, batch_size: int = 32, loss: str = "bce",
+                 group_size: int = 4, neg_per_pos: int | None = 3, seed: int = 0, eval_batch_size: int = 64):
+        super().__init__()
+        from pathlib import Path
+
+        folder = Path(folder)
+        load = lambda name: [(serialise(a, fields), serialise(b, fields), y) for a, b, y in read_ditto(folder / name)]  # noqa: E731
+        self.train_pairs, self.val_pairs, self.test_pairs = load("train.txt"), load("valid.txt"), load("test.txt")
+        if neg_per_pos:  # keep every positive and a seeded sample of negatives (CPU budget)
+            pos = [p for p in self.train_pairs if p[2]]
+            neg = [p for p in self.train_pairs if not p[2]]
+            rng = random.Random(seed)
+            self.train_pairs = pos + rng.sample(neg, min(len(neg), neg_per_pos * len(pos)))
+        self.batch_size, self.loss, self.group_size, self.seed = batch_size, loss, group_size, seed
+        self.eval_batch_size = eval_batch_size
+
+    def train_dataloader(self):
+        if self.loss == "grouped_ce":
+            return DataLoader(GroupSet(self.train_pairs, self.group_size - 1, self.seed), batch_size=max(1, self.batch_size // self.group_size),
+                              shuffle=True, collate_fn=collate_groups)
+        return DataLoader(PairSet(self.train_pairs), batch_size=self.batch_size, shuffle=True, collate_fn=collate_pairs)
+
+    def val_dataloader(self):
+        return DataLoader(PairSet(self.val_pairs), batch_size=self.eval_batch_size, collate_fn=collate_pairs)
+
+    def test_dataloader(self):
+        return DataLoader(PairSet(self.test_pairs), batch_size=self.eval_batch_size, collate_fn=collate_pairs)
+
+
+def rerank(module: RerankerModule, queries: list[str], candidates: list[list[str]]) -> list[np.ndarray]:
+    """Per query, the order (indices into its candidate list) by descending cross-encoder score."""
+    left = [q for q, cs in zip(queries, candidates, strict=True) for _ in cs]
+    right = [c for cs in candidates for c in cs]
+    s = module.score(left, right)
+    out, k = [], 0
+    for cs in candidates:
+        out.append(np.argsort(-s[k : k + len(cs)], kind="stable"))
+        k += len(cs)
+    return out

@@ -1,0 +1,158 @@
+"""Readers, the synthetic generator, splits, mining and matching on hand-made cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from common.errors import DataError
+from retrieval import synth
+from retrieval.data import (
+    all_split,
+    ditto_fields,
+    make_splits,
+    read_deepmatcher,
+    read_flag_jsonl,
+    read_shopee,
+)
+from retrieval.evaluate import matches_at
+from retrieval.mine import mine_negatives, mine_texts, parse_range
+
+HEADER = "posting_id,image,image_phash,title,label_group\n"
+
+
+def _shopee(tmp_path, body: str, header: str = HEADER, images=("a.png", "b.png", "c.png")):
+    (tmp_path / "images").mkdir(exist_ok=True)
+    from PIL import Image
+
+    for name in images:
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / name)
+    f = tmp_path / "train.csv"
+    f.write_text(header + body, encoding="utf-8")
+    return f
+
+
+def test_shopee_reads_good_file(tmp_path):
+    f = _shopee(tmp_path, "p1,a.png,ff,Sony X 500ml,g1\np2,b.png,ff,sony x 0.5L,g1\np3,c.png,ff,Other,g2\n")
+    cat = read_shopee(f)
+    assert cat.ids == ["p1", "p2", "p3"] and cat.groups == ["g1", "g1", "g2"]
+    assert cat.images[0].endswith("images/a.png")
+
+
+@pytest.mark.parametrize(
+    "body,header,expected",
+    [
+        ("p1,a.png,ff,T,g1\np1,b.png,ff,U,g1\n", HEADER, ":3: duplicate posting_id 'p1' (first seen on line 2)"),
+        ("p1,a.png,ff,T,g1\np2,b.png,ff,  ,g1\n", HEADER, ":3: field 'title' is empty"),
+        ("p1,a.png,ff,T,g1,x\n", HEADER.strip() + ",colour\n", ":1: unknown column(s) colour"),
+        ("p1,a.png,ff,T,g1\np2,missing.png,ff,U,g1\n", HEADER, ":3: missing image"),
+    ],
+    ids=["duplicate_id", "empty_title", "unknown_column", "missing_image"],
+)
+def test_shopee_bad_input_names_file_and_line(tmp_path, body, header, expected):
+    f = _shopee(tmp_path, body, header)
+    with pytest.raises(DataError) as e:
+        read_shopee(f)
+    assert str(e.value).startswith(str(f))
+    assert expected in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_shopee_skip_mode_counts(tmp_path):
+    f = _shopee(tmp_path, "p1,a.png,ff,T,g1\np2,b.png,ff,,g1\np3,c.png,ff,V,g1\n")
+    assert read_shopee(f, on_bad_record="skip").ids == ["p1", "p3"]
+
+
+def test_synthetic_generator_is_deterministic_and_noisy(tmp_path):
+    a = synth.generate(tmp_path / "a", n_groups=40, seed=3, progress=False)
+    b = synth.generate(tmp_path / "b", n_groups=40, seed=3, progress=False)
+    assert a.read_text() == b.read_text()
+    assert (a.parent / "images" / "train_000000.png").read_bytes() == (b.parent / "images" / "train_000000.png").read_bytes()
+    cat = read_shopee(a)
+    assert len(set(cat.groups)) == 40 and len(cat) >= 80
+    text = " ".join(cat.titles)
+    assert any(n in text for n in synth.NOISE)  # shop noise
+    meta = [json.loads(x) for x in (a.parent / "products_meta.jsonl").read_text().splitlines()]
+    fams = {}
+    for m in meta:
+        fams.setdefault((m["brand"], m["type"]), []).append(m)
+    assert any(len(v) > 1 for v in fams.values())  # hard negatives: same brand+type, other model/size
+
+
+def test_group_split_never_straddles(tmp_path):
+    cat = read_shopee(synth.generate(tmp_path / "s", n_groups=30, seed=1, progress=False))
+    sp = make_splits(cat, [0.6, 0.2, 0.2], 0)
+    sets = [{cat.groups[i] for i in sp[k].pool} for k in ("train", "val", "test")]
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+    assert sum(len(sp[k].pool) for k in sp) == len(cat)
+
+
+def _deepmatcher(tmp_path):
+    d = tmp_path / "dm"
+    d.mkdir()
+    (d / "tableA.csv").write_text("id,name,price\n0,Sony Turntable PSLX350H,\n1,Bose Speaker AM53,399\n2,LG Microwave,\n")
+    (d / "tableB.csv").write_text("id,name,price\n10,Sony PS-LX350H turntable,\n11,Bose AM5 speaker system,\n12,Panasonic fridge,\n")
+    (d / "matches.csv").write_text("tableA_id,tableB_id\n0,10\n1,11\n")
+    return d
+
+
+def test_deepmatcher_reader_and_whole_folder_split(tmp_path):
+    cat = read_deepmatcher(_deepmatcher(tmp_path))
+    assert cat.groups[cat.index["a:0"]] == cat.groups[cat.index["b:10"]]
+    assert cat.groups[cat.index["a:2"]] != cat.groups[cat.index["b:12"]]
+    sp = all_split(cat)
+    assert [cat.ids[i] for i in sp.queries] == ["a:0", "a:1"]  # only A records with a match
+    assert sorted(cat.ids[i] for i in sp.gallery) == ["b:10", "b:11", "b:12"]
+    assert sp.relevant(cat) == [{0}, {1}]
+
+
+def test_deepmatcher_unknown_match_id(tmp_path):
+    d = _deepmatcher(tmp_path)
+    (d / "matches.csv").write_text("tableA_id,tableB_id\n0,99\n")
+    with pytest.raises(DataError, match="tableB_id '99' is not in tableB.csv"):
+        read_deepmatcher(d)
+
+
+def test_ditto_fields():
+    assert ditto_fields("COL name VAL sony a COL description VAL x y COL price VAL ") == {
+        "name": "sony a", "description": "x y", "price": ""}
+
+
+def test_flag_jsonl_validation(tmp_path):
+    f = tmp_path / "t.jsonl"
+    f.write_text('{"query": "a", "pos": ["b"], "neg": ["c"]}\n{"query": "a", "pos": []}\n')
+    with pytest.raises(DataError, match=r"t.jsonl:2: field 'pos' must be a non-empty list"):
+        read_flag_jsonl(f)
+
+
+def test_mining_respects_window_positives_query_and_ceiling():
+    # candidates on a circle: similarity to the query decreases with the index
+    angles = np.linspace(0, np.pi / 2, 8)
+    c = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    q = c[:1].copy()
+    negs = mine_negatives(q, c, positives=[{2}], exclude=[{0}], range_for_sampling=(1, 5), negative_number=3, seed=0)
+    assert sorted(negs[0]) == [1, 3, 4]  # ranks 1..5 minus the query (0) and its positive (2)
+    topped = mine_negatives(q, c, [{2}], [{0}], (1, 5), negative_number=6, seed=0)
+    assert {1, 3, 4} <= set(topped[0]) and 0 not in topped[0] and 2 not in topped[0] and len(topped[0]) == 6
+    capped = mine_negatives(q, c, [{2}], [{0}], (1, 8), negative_number=3, score_ceiling=0.8, seed=0)
+    assert all(float(c[j] @ q[0]) <= 0.8 for j in capped[0])
+    assert parse_range("2-200") == (2, 200)
+
+
+def test_mine_texts_excludes_query_and_positives():
+    pool = ["q", "p", "n1", "n2", "n3"]
+    vecs = {"q": [1, 0], "p": [0.99, 0.1], "n1": [0.9, 0.4], "n2": [0.5, 0.8], "n3": [0, 1]}
+    enc = lambda texts: np.array([vecs[t] for t in texts], np.float32)  # noqa: E731
+    rows = mine_texts([{"query": "q", "pos": ["p"], "neg": []}], pool, enc, range_for_sampling=(1, 5), negative_number=3)
+    assert sorted(rows[0]["neg"]) == ["n1", "n2", "n3"] and rows[0]["pos"] == ["p"]
+
+
+def test_matches_threshold_and_at_least_two():
+    ids = ["a", "b", "c"]
+    scores = np.array([[1.0, 0.9, 0.2], [1.0, 0.9, 0.1], [1.0, 0.3, 0.2]])
+    nn = np.array([[0, 1, 2], [1, 0, 2], [2, 0, 1]])
+    m = matches_at(ids, scores, nn, 0.5)
+    assert m == {"a": ["a", "b"], "b": ["b", "a"], "c": ["c"]}
+    assert matches_at(ids, scores, nn, 0.5, at_least=2)["c"] == ["c", "a"]
