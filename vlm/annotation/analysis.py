@@ -186,12 +186,17 @@ def analyse(
                 train.append(rec)
 
     disagreements: dict[str, list[dict]] = {c: [] for c in classes.names}
-    for it in items:
-        for m in mode_names:
-            r = by_id[m][it.id]
-            if r.get("agree") is False and len(disagreements[it.label]) < examples_per_class:
-                disagreements[it.label].append(r)
-                break
+    for it in items:  # items the teacher disagreed with in some mode, with every mode's answer
+        answers = {m: by_id[m][it.id] for m in mode_names}
+        if any(r.get("agree") is False for r in answers.values()) and len(disagreements[it.label]) < examples_per_class:
+            disagreements[it.label].append(
+                {
+                    "id": it.id,
+                    "image": str(it.image),
+                    "label": it.label,
+                    "modes": {m: {k: r.get(k) for k in ("status", "answer", "named", "agree", "error")} for m, r in answers.items()},
+                }
+            )
 
     return Analysis(
         per_class={c: {m: s.as_dict() for m, s in ms.items()} for c, ms in per_class.items()},

@@ -12,7 +12,6 @@ import http.client
 import json
 import mimetypes
 import random
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -109,7 +108,7 @@ class ChatClient:
                     except (json.JSONDecodeError, UnicodeDecodeError):
                         raise RequestFailed(f"{method} {path}: the answer is not JSON", attempt, status) from None
                 message, retryable = f"HTTP {status}: {_server_message(raw)}", status in RETRY_STATUS
-            except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException) as e:
+            except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
                 reason = getattr(e, "reason", e)
                 message, retryable, status = f"cannot reach {self.base_url} ({type(e).__name__}: {reason})", True, None
             if not retryable or attempt > self.retries:

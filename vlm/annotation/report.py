@@ -105,8 +105,10 @@ def render_markdown(a: Analysis, modes: Sequence[Mode], meta: dict, compare: Seq
         if not examples:
             continue
         out += [f"### {cls}", ""]
-        for r in examples:
-            out.append(f"- ![{r['id']}]({Path(r['image']).as_uri()}) `{r['id']}` ({r['mode']}): named {', '.join(r['named']) or 'no class'} — “{r['answer']}”")
+        for ex in examples:
+            out.append(f"- ![{ex['id']}]({Path(ex['image']).as_uri()}) `{ex['id']}` (gold {ex['label']})")
+            for m, r in ex["modes"].items():
+                out.append(f"  - {m}: {_verdict(r)} — “{r['answer'] or ''}”")
         out.append("")
     out += ["## Suspected label errors", ""]
     if a.suspects:
@@ -116,6 +118,15 @@ def render_markdown(a: Analysis, modes: Sequence[Mode], meta: dict, compare: Seq
     c = a.train_counts
     out += ["## Corrected training set", "", f"kept {c['kept']}; dropped: {c['dropped_suspect']} suspected label errors, {c['dropped_disagree']} disagreeing, {c['dropped_empty']} empty, {c['dropped_failed']} failed.", ""]
     return "\n".join(out)
+
+
+def _verdict(r: dict) -> str:
+    if r.get("status") != "ok":
+        return f"failed ({r.get('error')})"
+    if not r.get("answer"):
+        return "empty after cleaning"
+    named = ", ".join(r.get("named") or []) or "no class"
+    return f"{'agrees' if r.get('agree') else 'disagrees'}, names {named}"
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -134,7 +145,7 @@ def render_html(a: Analysis, modes: Sequence[Mode], meta: dict, compare: Sequenc
         ".bad{color:#a00}.muted{color:#666}</style></head><body>",
         f"<h1>Teacher annotation: {e(str(meta.get('name', '')))}</h1>",
         f"<p>teacher <code>{e(meta['model'])}</code> at <code>{e(meta['base_url'])}</code> · {meta['items']} items · generation {e(str(meta['generation']))}</p>",
-        *(f"<p class='muted'>{e(line).replace('**', '')}</p>" for line in _definitions(a, modes)),
+        *(f"<p class='muted'>{e(line).replace('**', '').replace('`', '')}</p>" for line in _definitions(a, modes)),
         "<h2>Per-class agreement</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>",
         *("<tr>" + "".join(f"<td>{e(c.replace('**', ''))}</td>" for c in r) + "</tr>" for r in rows),
         "</table>",
@@ -153,11 +164,12 @@ def render_html(a: Analysis, modes: Sequence[Mode], meta: dict, compare: Sequenc
         if not examples:
             continue
         parts.append(f"<h3>{e(cls)}</h3>")
-        for r in examples:
-            parts.append(
-                f"<div class='ex'><img src='{_thumb(r['image'])}' alt='{e(r['id'])}'><div><b>{e(r['id'])}</b> · mode {e(r['mode'])} · gold {e(r['label'])} · "
-                f"<span class='bad'>named {e(', '.join(r['named']) or 'no class')}</span><br>{e(r['answer'])}</div></div>"
+        for ex in examples:
+            lines = "".join(
+                f"<br><i>{e(m)}</i>: <span class='{'bad' if r.get('agree') is False else 'muted'}'>{e(_verdict(r))}</span> — {e(r['answer'] or '')}"
+                for m, r in ex["modes"].items()
             )
+            parts.append(f"<div class='ex'><img src='{_thumb(ex['image'])}' alt='{e(ex['id'])}'><div><b>{e(ex['id'])}</b> · gold {e(ex['label'])}{lines}</div></div>")
     parts.append("<h2>Suspected label errors</h2>")
     if a.suspects:
         parts.append("<table><tr><th>image</th><th>id</th><th>label</th><th>suggested</th><th>votes</th><th>answers</th></tr>")

@@ -28,7 +28,7 @@ from .classes import ClassSet, load_classes
 from .clean import CleanSettings
 from .client import ChatClient, RequestFailed, image_url
 from .dataset import Item, read_items, synthetic_items
-from .prompts import Mode, load_modes
+from .prompts import load_modes
 
 log = logging.getLogger(__name__)
 
