@@ -1,0 +1,52 @@
+"""``build(cfg) -> (CaptionModule, BrandCaptionData)``: what ``vlm.train`` hands to ``common.run.train``."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from omegaconf import OmegaConf
+
+from vlm import policy
+from vlm.data import BrandCaptionData
+from vlm.module import CaptionModule
+
+log = logging.getLogger(__name__)
+
+
+def image_size_of(model_cfg) -> int:
+    if model_cfg.vision.name_or_path:
+        return -1  # known once the tower is loaded
+    return int(model_cfg.vision.image_size)
+
+
+def build(cfg):
+    torch.manual_seed(cfg.seed)
+    model_cfg = cfg.model
+    size = image_size_of(model_cfg)
+    vision_probe = None
+    if size < 0:
+        from vlm.models.vision import VisionTower
+
+        vision_probe = VisionTower(model_cfg.vision)
+        size = vision_probe.image_size
+    dm = BrandCaptionData(cfg.data, size, cfg.paths.cache_dir, seed=cfg.seed)
+    corpus, rows = dm.corpus()
+    llm_path = policy.llm_dir(model_cfg, cfg.paths.cache_dir, corpus, rows, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    vlm = policy.build_vlm(model_cfg, llm_path, trust_remote_code=bool(model_cfg.llm.trust_remote_code))
+    dm.attach(vlm.tokenizer, vlm.num_image_tokens)
+    counts = policy.count_params(vlm)
+    log.info("parameters: %s", counts)
+    info = {
+        "model": OmegaConf.to_container(model_cfg, resolve=True),
+        "llm_path": str(llm_path),
+        "embedded_llm": not model_cfg.llm.name_or_path,
+        "image_size": size,
+        "crop": bool(cfg.data.crop),
+        "prompt": cfg.data.prompt,
+        "brands": dm.brands,
+        "aliases": dm.aliases,
+    }
+    module = CaptionModule(vlm, cfg.optim, cfg.eval, dm.matcher, export_info=info)
+    return module, dm

@@ -1,0 +1,89 @@
+"""The captioner: vision tower -> projector -> image tokens spliced into a causal LLM's input embeddings.
+
+Plain ``nn.Module`` (no Lightning). ``forward`` gives the next-token loss on the labelled (assistant)
+positions; ``generate`` runs HF ``generate`` on the spliced embeddings (greedy / sampling / beam, with or
+without the KV cache).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vlm.chat import IMAGE_TOKEN
+from vlm.models.projector import build_projector
+from vlm.models.vision import VisionTower
+
+
+class VLM(nn.Module):
+    def __init__(self, vision: VisionTower, llm: nn.Module, tokenizer, projector: str = "mlp2x_gelu"):
+        super().__init__()
+        self.vision = vision
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.projector = build_projector(projector, vision.out_dim, llm.get_input_embeddings().embedding_dim)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision.num_tokens
+
+    def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.vision(pixels))
+
+    def embed(self, input_ids: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        emb_layer = self.llm.get_input_embeddings()
+        mask = input_ids == self.image_token_id
+        embeds = emb_layer(input_ids)
+        feats = self.image_embeds(pixels).to(embeds.dtype)
+        if int(mask.sum()) != feats.shape[0] * feats.shape[1]:
+            raise ValueError(
+                f"{int(mask.sum())} image positions in the batch but {feats.shape[0]} images x {feats.shape[1]} tokens"
+            )
+        embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]))
+        return embeds
+
+    def forward(self, input_ids, attention_mask, labels, pixels):
+        embeds = self.embed(input_ids, pixels)
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False).loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixels: torch.Tensor,
+        prompts: list[list[int]],
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        num_beams: int = 1,
+        use_cache: bool = True,
+        seed: int | None = None,
+    ) -> list[list[int]]:
+        """New token ids per prompt (left-padded batch; stops at the tokenizer's EOS)."""
+        device = pixels.device
+        pad = self.tokenizer.pad_token_id
+        n = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), n), pad, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            ids[i, n - len(p):] = torch.tensor(p, device=device)
+            mask[i, n - len(p):] = 1
+        embeds = self.embed(ids, pixels)
+        if seed is not None:
+            torch.manual_seed(seed)
+        kwargs = dict(do_sample=do_sample, num_beams=num_beams)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        out = self.llm.generate(
+            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, use_cache=use_cache,
+            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=pad, **kwargs,
+        )
+        # With inputs_embeds (and no input_ids) HF returns only the new tokens.
+        result = []
+        for row in out.tolist():
+            row = row[:]
+            if self.tokenizer.eos_token_id in row:
+                row = row[: row.index(self.tokenizer.eos_token_id)]
+            result.append([t for t in row if t != pad])
+        return result

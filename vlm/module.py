@@ -1,0 +1,152 @@
+"""LightningModule: next-token loss on assistant tokens, per-group optimiser, brand recalls of generated captions."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from common import io, tracking
+from vlm import evaluation, policy
+from vlm.models.vlm import VLM
+
+log = logging.getLogger(__name__)
+
+
+class CaptionModule(pl.LightningModule):
+    def __init__(self, vlm: VLM, optim_cfg, eval_cfg, matcher, export_info: dict | None = None):
+        super().__init__()
+        self.vlm = vlm
+        self.optim_cfg = optim_cfg
+        self.eval_cfg = eval_cfg
+        self.matcher = matcher
+        self.export_info = export_info or {}
+        self.strict_loading = False  # checkpoints hold only what trained; the rest is rebuilt from config
+        self._trainable = {f"vlm.{n}" for n in policy.trainable_names(vlm)}
+        self._preds: dict[int, list[dict]] = {}
+        self.last_preds: dict[str, list[dict]] = {}
+        self.split_names = {"val": ["val", "train"], "test": ["test", "train"]}
+
+    # ---- training -------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        for m in getattr(self.vlm, "frozen_modules", []):
+            m.eval()
+
+    def training_step(self, batch, batch_idx):
+        loss = self.vlm(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixels"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["prompts"]))
+        return loss
+
+    def configure_optimizers(self):
+        groups = policy.param_groups(self.vlm, self.optim_cfg)
+        opt = torch.optim.AdamW(groups)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = min(self.optim_cfg.warmup_steps, total // 2)
+        cosine = self.optim_cfg.scheduler == "cosine"
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / max(1, warm)
+            if not cosine:
+                return 1.0
+            prog = (step - warm) / max(1, total - warm)
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- checkpoints: only what trained ----------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in self._trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        missing = self._trainable - set(checkpoint["state_dict"])
+        if missing:
+            raise RuntimeError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[:3]}")
+
+    # ---- evaluation ------------------------------------------------------------------------------------
+    def _eval_step(self, batch, stage: str, dataloader_idx: int):
+        if dataloader_idx == 0:
+            loss = self.vlm(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixels"])
+            self.log(f"{stage}/loss", loss, batch_size=len(batch["prompts"]), add_dataloader_idx=False)
+        ec = self.eval_cfg
+        out = self.vlm.generate(batch["pixels"], batch["prompts"], max_new_tokens=ec.max_new_tokens,
+                                num_beams=ec.num_beams, do_sample=ec.do_sample, temperature=ec.temperature,
+                                top_p=ec.top_p)
+        texts = self.vlm.tokenizer.batch_decode(out, skip_special_tokens=True)
+        for meta, text, px in zip(batch["meta"], texts, batch["pixels"], strict=True):
+            row = {**meta, "pred": text.strip()}
+            if len(self._preds.setdefault(dataloader_idx, [])) < self.eval_cfg.grid_samples and stage == "test":
+                row["_pixels"] = (px * 255).round().byte().cpu().numpy()
+            self._preds[dataloader_idx].append(row)
+
+    def _eval_end(self, stage: str) -> None:
+        names = self._names(stage)
+        scores = {}
+        for idx, preds in sorted(self._preds.items()):
+            split = names[idx] if idx < len(names) else f"{stage}{idx}"
+            r = evaluation.recalls(preds, self.matcher)
+            for k, v in r.items():
+                if not math.isnan(v):
+                    self.log(f"{split}/{k}", v, add_dataloader_idx=False)
+            scores[split] = evaluation.score(r)
+            self.last_preds[split] = preds
+        if stage in scores:
+            self.log(f"{stage}/score", scores[stage], prog_bar=True, add_dataloader_idx=False)
+        self._preds = {}
+
+    def _names(self, stage: str) -> list[str]:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "eval_split_names"):
+            return dm.eval_split_names(stage)
+        return self.split_names[stage]
+
+    def on_validation_epoch_start(self) -> None:
+        self._preds = {}
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._eval_step(batch, "val", dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._preds = {}
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._eval_step(batch, "test", dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    # ---- end of run: table, predictions, plots, export ---------------------------------------------------
+    def on_run_end(self, trainer, datamodule, output_dir: Path, loggers) -> None:
+        from vlm.captioner import save_captioner
+
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        export = save_captioner(self.vlm, Path(output_dir) / "captioner", self.export_info)
+        for split, preds in self.last_preds.items():
+            rows = [{k: v for k, v in p.items() if not k.startswith("_")} for p in preds]
+            for r in rows:
+                r["correct"] = evaluation.correct(r, self.matcher)
+            path = io.write_jsonl(Path(output_dir) / f"predictions_{split}.jsonl", rows)
+            tracking.log_artifact(loggers, path, "predictions")
+        test = self.last_preds.get("test", [])
+        with_px = [p for p in test if "_pixels" in p]
+        if with_px:
+            fig = evaluation.sample_grid(with_px, [p["_pixels"] for p in with_px], self.matcher,
+                                         self.eval_cfg.grid_samples)
+            fig.savefig(Path(output_dir) / "samples_grid.png", dpi=110)
+            tracking.log_figure(loggers, fig, "plots/samples_grid.png")
+        if "test/none_recall" in metrics and "test/none_brand_recall" in metrics:
+            current = {"none_recall": metrics["test/none_recall"], "none_brand_recall": metrics["test/none_brand_recall"]}
+            fig = evaluation.tradeoff_plot(evaluation.runs_for_tradeoff(loggers), current)
+            fig.savefig(Path(output_dir) / "none_tradeoff.png", dpi=110)
+            tracking.log_figure(loggers, fig, "plots/none_tradeoff.png")
+        table = evaluation.recall_table(metrics)
+        io.write_text(Path(output_dir) / "recalls.md", table + "\n")
+        tracking.log_artifact(loggers, Path(output_dir) / "recalls.md")
+        print(f"\ncaptioner saved to {export}\n\nBrand recalls (greedy captions):\n{table}\n", flush=True)

@@ -1,0 +1,105 @@
+"""Building the captioner from config and applying the training policy.
+
+* ``build_vlm(model_cfg, ...)``: vision tower + LLM (real by path, or the embedded tiny one) + projector;
+* ``apply_policy``: freeze / unfreeze vision, projector and LLM; LoRA (peft) on the LLM only;
+  gradient checkpointing;
+* ``param_groups``: one optimizer group per trainable part with its own learning rate;
+* ``trainable_state_dict``: only what trained (what a checkpoint and an export keep).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from common.errors import ConfigError
+from vlm.models import llm as llm_lib
+from vlm.models.vision import VisionTower
+from vlm.models.vlm import VLM
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("vision", "projector", "llm")
+
+
+def llm_dir(model_cfg, cache_dir, corpus: list[str], rows: list[dict], seed: int) -> Path:
+    if model_cfg.llm.name_or_path:
+        return Path(model_cfg.llm.name_or_path)
+    return llm_lib.build_tiny(model_cfg.llm, cache_dir, corpus, rows, seed)
+
+
+def build_vlm(model_cfg, llm_path: str | Path, trust_remote_code: bool = False) -> VLM:
+    llm, tokenizer = llm_lib.load(llm_path, trust_remote_code=trust_remote_code)
+    vision = VisionTower(model_cfg.vision)
+    vlm = VLM(vision, llm, tokenizer, model_cfg.projector.type)
+    apply_policy(vlm, model_cfg)
+    return vlm
+
+
+def apply_policy(vlm: VLM, model_cfg) -> None:
+    lora = model_cfg.lora
+    if lora.enabled and model_cfg.train_llm:
+        raise ConfigError("model.train_llm: LoRA trains adapters on a frozen LLM; set train_llm=false with lora")
+    vlm.vision.requires_grad_(bool(model_cfg.train_vision))
+    vlm.projector.requires_grad_(bool(model_cfg.train_projector))
+    vlm.llm.requires_grad_(bool(model_cfg.train_llm))
+    if lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        names = {n.rsplit(".", 1)[-1] for n, _ in vlm.llm.named_modules()}
+        missing = [t for t in lora.target_modules if t not in names]
+        if missing:
+            raise ConfigError(f"model.lora.target_modules: no module named {missing} in the LLM")
+        pc = LoraConfig(r=int(lora.r), lora_alpha=float(lora.alpha), lora_dropout=float(lora.dropout),
+                        target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
+        vlm.llm = get_peft_model(vlm.llm, pc)
+    if not any(p.requires_grad for p in vlm.parameters()):
+        raise ConfigError("model: nothing to train (train_vision, train_projector, train_llm all false, no LoRA)")
+    if model_cfg.gradient_checkpointing:
+        kw = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+        vlm.llm.gradient_checkpointing_enable(**kw)
+        if hasattr(vlm.vision.encoder, "gradient_checkpointing_enable") and getattr(
+            vlm.vision.encoder, "supports_gradient_checkpointing", False
+        ):
+            vlm.vision.encoder.gradient_checkpointing_enable(**kw)
+    # Frozen parts run in eval mode (no dropout), whatever Lightning does with .train().
+    vlm.frozen_modules = [m for m in (vlm.vision, vlm.projector, vlm.llm) if not any(p.requires_grad for p in m.parameters())]
+
+
+def group_of(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def param_groups(vlm: VLM, optim_cfg) -> list[dict]:
+    lrs = {"vision": optim_cfg.lr_vision, "projector": optim_cfg.lr_projector, "llm": optim_cfg.lr_llm}
+    groups = []
+    for g in GROUPS:
+        params = [p for n, p in vlm.named_parameters() if p.requires_grad and group_of(n) == g]
+        if params:
+            lr = lrs[g] if lrs[g] is not None else optim_cfg.lr
+            decay = [p for p in params if p.ndim >= 2]
+            no_decay = [p for p in params if p.ndim < 2]
+            groups.append({"params": decay, "lr": lr, "weight_decay": optim_cfg.weight_decay, "name": g})
+            if no_decay:
+                groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{g}_nd"})
+    return groups
+
+
+def trainable_names(vlm: VLM) -> set[str]:
+    return {n for n, p in vlm.named_parameters() if p.requires_grad}
+
+
+def trainable_state_dict(vlm: VLM) -> dict[str, torch.Tensor]:
+    keep = trainable_names(vlm)
+    return {k: v.detach().clone().contiguous() for k, v in vlm.state_dict().items() if k in keep}
+
+
+def count_params(vlm: VLM) -> dict[str, int]:
+    out = {}
+    for g in GROUPS:
+        ps = [p for n, p in vlm.named_parameters() if group_of(n) == g]
+        out[g] = sum(p.numel() for p in ps)
+        out[f"{g}_trainable"] = sum(p.numel() for p in ps if p.requires_grad)
+    return out

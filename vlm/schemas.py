@@ -1,0 +1,141 @@
+"""Dataclass schemas of the vlm config nodes: a typo'd key or a wrong type fails at start-up with its path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SynthSchema:
+    seed: int = 0
+    image_size: int = 64
+    brands: int = 6
+    train_logo_per_brand: int = 110
+    train_none: int = 220
+    train_none_brand_per_brand: int = 35
+    eval_logo_per_brand: int = 30
+    eval_none: int = 60
+    eval_none_brand_per_brand: int = 10
+    none_brand_named: float = 1.0
+
+
+@dataclass
+class CaptionCleanSchema:
+    enabled: bool = True
+    max_chars: int = 400
+    min_chars: int = 2
+    max_repeat_ngram: int = 3  # an n-gram (n=1..4 words) repeated more than this many times in a row = a loop
+    cut_at_last_stop: bool = True
+    max_garbage_ratio: float = 0.3
+
+
+@dataclass
+class DataSchema:
+    source: str = "synthetic"  # synthetic | jsonl
+    synthetic: SynthSchema = field(default_factory=SynthSchema)
+    train_file: str | None = None
+    val_file: str | None = None
+    test_file: str | None = None
+    image_root: str | None = None
+    val_fraction: float = 0.1
+    on_bad_record: str = "error"
+    batch_size: int = 32
+    eval_batch_size: int = 100
+    num_workers: int = 0
+    crop: bool = False
+    crop_margin: float = 0.1
+    with_desc: bool = False
+    min_brand_samples: int = 1
+    brand_aliases: str | None = None
+    train_eval_size: int = 300
+    prompt: str = "Describe the product in the image."
+    clean: CaptionCleanSchema = field(default_factory=CaptionCleanSchema)
+
+
+@dataclass
+class VisionSchema:
+    name_or_path: str | None = None
+    trust_remote_code: bool = False
+    image_size: int = 64
+    patch_size: int = 8
+    hidden_size: int = 128
+    num_layers: int = 3
+    num_heads: int = 4
+    intermediate_size: int = 256
+    image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    feature_layer: int = -1
+    pixel_shuffle: int = 2
+
+
+@dataclass
+class ProjectorSchema:
+    type: str = "mlp2x_gelu"
+
+
+@dataclass
+class LLMSchema:
+    name_or_path: str | None = None
+    trust_remote_code: bool = False
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vocab_size: int = 512
+    pretrain_steps: int = 200
+    pretrain_lr: float = 0.003
+    pretrain_batch_size: int = 32
+
+
+@dataclass
+class LoraSchema:
+    enabled: bool = False
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class ModelSchema:
+    vision: VisionSchema = field(default_factory=VisionSchema)
+    projector: ProjectorSchema = field(default_factory=ProjectorSchema)
+    llm: LLMSchema = field(default_factory=LLMSchema)
+    lora: LoraSchema = field(default_factory=LoraSchema)
+    train_vision: bool = True
+    train_projector: bool = True
+    train_llm: bool = False
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class OptimSchema:
+    lr: float = 0.001
+    lr_vision: float | None = None
+    lr_projector: float | None = None
+    lr_llm: float | None = None
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    scheduler: str = "cosine"  # cosine | constant
+
+
+@dataclass
+class EvalSchema:
+    max_new_tokens: int = 24
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    grid_samples: int = 24
+
+
+SCHEMAS: dict[str, Any] = {
+    "data": DataSchema,
+    "model": ModelSchema,
+    "optim": OptimSchema,
+    "eval": EvalSchema,
+}

@@ -1,0 +1,19 @@
+"""``python -m vlm.train +exp=freeze_llm``: train the brand captioner (see conf/vlm/train.yaml)."""
+
+from common import entry, run
+from vlm.schemas import SCHEMAS
+
+
+def build(cfg):
+    from vlm.build import build as _build
+
+    return _build(cfg)
+
+
+@entry.main("vlm")
+def main(cfg):
+    return run.train(cfg, build=build, schemas=SCHEMAS)
+
+
+if __name__ == "__main__":
+    main()
