@@ -259,11 +259,12 @@ class Batcher:
     separate calls (the backend takes one set of settings per call).
     """
 
-    def __init__(self, backend: Backend, max_size: int = 16, wait_ms: float = 5.0):
+    def __init__(self, backend: Backend, max_size: int = 16, wait_ms: float = 5.0, max_queue: int = 1024):
         self.backend = backend
         self.max_size = max(1, int(max_size))
         self.wait = max(0.0, float(wait_ms)) / 1000.0
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.max_queue = int(max_queue)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlm-serve-model")
         self.task: asyncio.Task | None = None
         self.batches: list[int] = []  # sizes of the backend calls made, for /health and tests
@@ -281,6 +282,8 @@ class Batcher:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, request: ParsedRequest) -> str:
+        if self.queue.qsize() >= self.max_queue:
+            raise ClientError(f"the server is busy ({self.max_queue} requests waiting); retry later", status=503, type="server_busy")
         fut = asyncio.get_running_loop().create_future()
         await self.queue.put(_Job(request, fut))
         return await fut
@@ -344,7 +347,7 @@ def _count(backend: Backend, text: str) -> int:
     return int(counter(text)) if counter else len(text.split())
 
 
-def create_app(backend: Backend, max_batch: int = 16, wait_ms: float = 5.0, max_tokens_limit: int = 256, allow_files: bool = True):
+def create_app(backend: Backend, max_batch: int = 16, wait_ms: float = 5.0, max_tokens_limit: int = 256, allow_files: bool = True, max_queue: int = 1024):
     """The Starlette app; ``app.state.batcher`` is the batcher (started with the app's lifespan)."""
     from contextlib import asynccontextmanager
 
@@ -376,6 +379,8 @@ def create_app(backend: Backend, max_batch: int = 16, wait_ms: float = 5.0, max_
             return error(e.status, e.message, e.type, e.param, e.code)
         try:
             text = await request.app.state.batcher.submit(parsed)
+        except ClientError as e:
+            return error(e.status, e.message, e.type, e.param, e.code)
         except Exception as e:
             return error(500, f"the model failed: {type(e).__name__}: {e}", "server_error")
         prompt_tokens, completion_tokens = _count(backend, parsed.prompt), _count(backend, text)
@@ -412,7 +417,7 @@ def create_app(backend: Backend, max_batch: int = 16, wait_ms: float = 5.0, max_
 
     @asynccontextmanager
     async def lifespan(app):
-        app.state.batcher = Batcher(backend, max_size=max_batch, wait_ms=wait_ms)
+        app.state.batcher = Batcher(backend, max_size=max_batch, wait_ms=wait_ms, max_queue=max_queue)
         app.state.batcher.start()
         yield
         await app.state.batcher.stop()
@@ -475,7 +480,7 @@ def run_from_config(cfg) -> None:
         sock = bind(cfg.host, int(cfg.port))
     except OSError as e:
         raise ConfigError(f"port: cannot listen on {cfg.host}:{cfg.port} ({e.strerror or e})") from None
-    app = create_app(backend, max_batch=cfg.batch.max_size, wait_ms=cfg.batch.wait_ms, max_tokens_limit=cfg.max_tokens_limit, allow_files=cfg.allow_file_urls)
+    app = create_app(backend, max_batch=cfg.batch.max_size, wait_ms=cfg.batch.wait_ms, max_tokens_limit=cfg.max_tokens_limit, allow_files=cfg.allow_file_urls, max_queue=cfg.batch.max_queue)
     _announce(cfg.host, sock.getsockname()[1], backend.name)
     serve(app, sock, log_level=cfg.log_level)
 

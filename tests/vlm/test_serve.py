@@ -140,6 +140,27 @@ def server_url(captioner_export, tmp_path_factory, request) -> str:
     return _SESSION["url"]
 
 
+class PixelBackend:
+    """A stand-in model for the mix-up test: its answer spells out the image's corner pixel, the prompt and
+    the token limit, so an answer handed to the wrong request is caught. (The tiny untrained Captioner's
+    answers are mostly empty, which would hide a mix-up.)"""
+
+    def __init__(self, name: str = MODEL, **_):
+        self.name = name
+
+    def caption(self, images, prompts, *, temperature, top_p, max_new_tokens):
+        time.sleep(0.05)  # a call takes a while, like a model's, so concurrent requests queue up
+        return [f"rgb{im.getpixel((0, 0))} | {p} | {max_new_tokens}" for im, p in zip(images, prompts, strict=True)]
+
+
+@pytest.fixture(scope="session")
+def pixel_server_url(tmp_path_factory, request) -> str:
+    """The real server (real HTTP, parsing, batching) with :class:`PixelBackend` as its model."""
+    proc, url = start_server(tmp_path_factory.mktemp("vlm-serve-pixel"), "backend._target_=tests.vlm.test_serve.PixelBackend", "batch.wait_ms=30")
+    request.addfinalizer(proc.kill)
+    return url
+
+
 @pytest.fixture(scope="session")
 def images(tmp_path_factory) -> list[Path]:
     """20 distinct little product-like images."""
@@ -279,7 +300,27 @@ def test_a_failing_backend_fails_its_requests_not_the_batcher():
 
 
 # ------------------------------------------------------------------------------ the real server over HTTP
-def test_server_answers_20_concurrent_requests_like_it_answers_each_alone(server_url, images):
+def test_20_concurrent_requests_get_their_own_answers(pixel_server_url, images):
+    base = pixel_server_url
+    bodies = [chat_body(data_url(p.read_bytes()), f"prompt {i}", temperature=0, max_tokens=5 + i % 3) for i, p in enumerate(images)]
+    expected = []
+    for i, p in enumerate(images):
+        with Image.open(p) as im:
+            expected.append(f"rgb{im.convert('RGB').getpixel((0, 0))} | prompt {i} | {5 + i % 3}")
+    assert len(set(expected)) == 20
+    alone = [post(f"{base}/chat/completions", b)[1]["choices"][0]["message"]["content"] for b in bodies]
+    assert alone == expected
+    batches_before = get(base.removesuffix("/v1") + "/health")[1]["batches"]
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        together = list(pool.map(lambda b: post(f"{base}/chat/completions", b), bodies))
+    assert [s for s, _ in together] == [200] * 20
+    assert [r["choices"][0]["message"]["content"] for _, r in together] == expected
+    health = get(base.removesuffix("/v1") + "/health")[1]
+    # 20 requests (3 different max_tokens settings) took fewer backend calls than 20: they were batched
+    assert health["batches"] - batches_before < 20 and health["max_batch_seen"] > 1
+
+
+def test_real_captioner_answers_20_concurrent_requests_like_each_alone(server_url, images):
     base = server_url
     status, models = get(f"{base}/models")
     assert status == 200 and [m["id"] for m in models["data"]] == [MODEL]

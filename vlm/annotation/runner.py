@@ -113,7 +113,6 @@ def run(cfg) -> dict:
         todo = [(m, it) for m in modes for it in items if not caches[m.name].done(keys[(m.name, it.id)])]
         total = len(modes) * len(items)
         log.info("%d of %d requests cached; %d to ask %s", total - len(todo), total, len(todo), client.base_url)
-        failed_now = 0
         if todo:
             from tqdm import tqdm
 
@@ -125,10 +124,15 @@ def run(cfg) -> dict:
                         m, it = futures[fut]
                         row = {"key": keys[(m.name, it.id)], "id": it.id, "mode": m.name, **fut.result(), "time": round(time.time(), 3)}
                         caches[m.name].append(row)
-                        failed_now += row["status"] != "ok"
                         bar.update(1)
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+            except KeyboardInterrupt:  # what finished is on disk; requests in flight are asked again next time
+                pool.shutdown(wait=False, cancel_futures=True)
+                done = sum(caches[m.name].done(keys[(m.name, it.id)]) for m in modes for it in items)
+                raise UserError(f"interrupted: {done} of {total} requests are in {out / 'cache'}; run the same command again to resume") from None
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
         cached = {m.name: {it.id: caches[m.name].rows.get(keys[(m.name, it.id)]) for it in items} for m in modes}
 
     settings = CleanSettings(**_container(cfg.clean))
