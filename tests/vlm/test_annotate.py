@@ -319,3 +319,17 @@ def test_annotate_against_the_real_server_survives_sigkill_and_matches_its_repor
             assert f" {pct(stats)} " in row
     assert (out / "report.html").read_text().startswith("<!doctype html>")
     assert len(jsonl(out / "train_corrected.jsonl")) == report["train"]["kept"]
+
+
+def test_from_jsonl_overlay_reads_class_definitions_from_a_yaml_file(stub, handmade, tmp_path):
+    import yaml
+
+    classes = tmp_path / "classes.yaml"
+    classes.write_text(yaml.safe_dump({"classes": CLASSES}))
+    common = [f"endpoint.base_url={stub.url}", "endpoint.model=stub-teacher", "endpoint.backoff_s=0.01", "progress=false", f"out_dir={tmp_path / 'o'}"]
+    with pytest.raises(ConfigError, match=r"^data.path: must be set"):
+        run(annotate_cfg("+annotate=from_jsonl", f"classes.file={classes}", *common))
+    with pytest.raises(ConfigError, match=r"^classes.file: .*nope.yaml: no such file"):
+        run(annotate_cfg("+annotate=from_jsonl", f"classes.file={tmp_path / 'nope.yaml'}", f"data.path={handmade}", *common))
+    report = run(annotate_cfg("+annotate=from_jsonl", f"classes.file={classes}", f"data.path={handmade}", "data.label_key=brand", "run_modes=[free]", *common))
+    assert {c: s["free"]["agree"] for c, s in report["per_class"].items()} == {"Acme": 3, "Bolt": 2, "none": 2}

@@ -56,6 +56,8 @@ def _generation(cfg) -> dict:
 def load_items(cfg, classes: ClassSet) -> list[Item]:
     path = cfg.data.path
     if not path:
+        if cfg.data.synthetic is None:
+            raise ConfigError("data.path: must be set (a JSONL of {id, image, <label_key>})")
         path = synthetic_items(_container(cfg.data.synthetic) or {}, cfg.paths.cache_dir)
     return read_items(path, classes, label_key=cfg.data.label_key, on_bad_record=cfg.data.on_bad_record, limit=cfg.data.limit)
 
