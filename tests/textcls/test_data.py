@@ -1,0 +1,79 @@
+"""Readers and bad input: every problem is one line naming file:line (in-process; the CLI once in test_cli)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from common.errors import ConfigError, DataError
+from textcls.data import DataConfig, TextDataModule, read_docs, read_toutiao
+from textcls.taxonomy import Taxonomy
+
+TAX = Taxonomy.car_news()
+
+
+def _jsonl(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_neuralclassifier_records(tmp_path):
+    f = _jsonl(tmp_path / "a.jsonl", [
+        {"doc_token": ["小", "米", "谍", "照"], "doc_label": ["新车资讯--谍照"], "doc_keyword": []},
+        {"doc_token": ["小米", "SU7", "上市"], "doc_label": ["新车资讯--新车上市", "新车资讯--新车解析"]},
+        {"text": "国足公布名单", "doc_label": ["其他"]},
+    ])
+    docs = read_docs(f, TAX)
+    assert [d.text for d in docs] == ["小米谍照", "小米 SU7 上市", "国足公布名单"]
+    assert docs[1].labels == ("新车资讯--新车上市", "新车资讯--新车解析")
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"text": "小米SU7上市", "doc_label": ["新车资讯--新车上市"]', r"invalid JSON"),
+        ({"text": "   ", "doc_label": ["其他"]}, r"field 'text' is empty"),
+        ({"text": "小米SU7上市", "doc_label": ["新车资讯--试驾"]}, r"label '新车资讯--试驾' is not in the taxonomy"),
+        ({"doc_label": ["其他"]}, r"missing field 'doc_token' or 'text'"),
+    ],
+)
+def test_bad_records_name_file_and_line(tmp_path, line, message):
+    f = _jsonl(tmp_path / "bad.jsonl", [{"text": "好文章", "doc_label": ["其他"]}, line])
+    with pytest.raises(DataError, match=rf"^{tmp_path}/bad.jsonl:2: {message}"):
+        read_docs(f, TAX)
+    # skip mode drops the record and keeps the rest
+    assert len(read_docs(f, TAX, on_bad_record="skip")) == 1
+
+
+def test_missing_file_and_toutiao_lines(tmp_path):
+    with pytest.raises(DataError, match=r"none.jsonl: no such file"):
+        read_docs(tmp_path / "none.jsonl", TAX)
+    f = tmp_path / "t.txt"
+    f.write_text("1_!_107_!_news_car_!_小米SU7上市_!_小米\n2_!_103_!_news_sports_!_  _!_\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"t.txt:2: field 'headline' is empty"):
+        read_toutiao(f)
+    f.write_text("1_!_107_!_news_car_!_小米SU7上市_!_小米\n2_!_103\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"t.txt:2: expected 5 '_!_'-separated fields, got 2"):
+        read_toutiao(f)
+
+
+def test_unknown_val_label_without_taxonomy(tmp_path):
+    train = _jsonl(tmp_path / "train.jsonl", [{"text": f"文章{i}", "doc_label": ["a" if i % 2 else "b"]} for i in range(10)])
+    val = _jsonl(tmp_path / "val.jsonl", [{"text": "x", "doc_label": ["a"]}, {"text": "y", "doc_label": ["c"]}])
+    cfg = DataConfig(source="jsonl", task="multilabel", train_file=str(train), val_file=str(val), test_file=str(val), min_freq=1)
+    with pytest.raises(DataError, match=r"val.jsonl:2: label 'c' is not a label of the training data"):
+        TextDataModule(cfg)
+    with pytest.raises(ConfigError, match="data.task: expected one of"):
+        TextDataModule(DataConfig(task="regression"))
+
+
+def test_jsonl_source_splits_deterministically(tmp_path):
+    rows = [{"text": f"小米SU7上市{i}", "doc_label": ["新车资讯--新车上市"]} for i in range(30)]
+    rows += [{"text": f"国足名单{i}", "doc_label": ["其他"]} for i in range(70)]
+    f = _jsonl(tmp_path / "all.jsonl", rows)
+    cfg = DataConfig(source="jsonl", task="hierarchical", train_file=str(f), min_freq=1)
+    a, b = TextDataModule(cfg), TextDataModule(cfg)
+    assert [d.text for d in a.test.docs] == [d.text for d in b.test.docs]
+    assert (len(a.train), len(a.val), len(a.test)) == (80, 10, 10)
+    assert a.space.labels == ["新车资讯", "新车资讯--新车上市"] and a.fingerprint == b.fingerprint

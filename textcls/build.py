@@ -1,0 +1,35 @@
+"""``build(cfg) -> (TextClassifier, TextDataModule)``, the one place a config becomes objects."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from common.errors import ConfigError
+from textcls.data import DataConfig, TextDataModule
+from textcls.module import ModuleConfig, TextClassifier
+from textcls.vectors import embedding_matrix
+
+SCHEMAS = {"data": DataConfig, "module": ModuleConfig}
+
+
+def build(cfg: DictConfig) -> tuple[TextClassifier, TextDataModule]:
+    data_cfg: DataConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), cfg.data))
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    module_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(ModuleConfig), cfg.module), resolve=True)
+    pretrained = model_cfg.get("name_or_path") or None
+    dm = TextDataModule(data_cfg, pretrained_tokenizer=pretrained)
+    weights = None
+    if data_cfg.vectors:
+        if "embedding_dim" not in model_cfg:
+            raise ConfigError("data.vectors: only models with an embedding_dim (TextCNN) take pretrained vectors")
+        weights = embedding_matrix(data_cfg.vectors, dm.encoder.vocab.itos, int(model_cfg["embedding_dim"]), cfg.seed)
+    module = TextClassifier(
+        model=model_cfg,
+        space=dm.space.state,
+        encoder=dm.encoder.state,
+        module=module_cfg,
+        label_counts=dm.label_counts,
+        n_train=len(dm.train),
+        embedding_weights=weights,
+    )
+    return module, dm

@@ -1,0 +1,354 @@
+"""Records, label spaces, datasets and the LightningDataModule.
+
+Sources (``data.source``):
+
+* ``synthetic`` — the embedded car-news set (:mod:`textcls.synth`), split 80/10/10 by seed;
+* ``jsonl`` — NeuralClassifier JSONL: ``{"doc_token": [...] | "text": "...", "doc_label": ["新车资讯--预热", ...]}``
+  with an optional taxonomy file; ``val_file`` / ``test_file`` or a deterministic split of ``train_file``;
+* ``toutiao`` — the Toutiao ``id_!_code_!_name_!_headline_!_keywords`` format, read in place and split
+  deterministically (stratified by class).
+
+Tasks (``data.task``) decide how a record's labels become a target row:
+``binary`` (one column: ``positive_label`` or any of its descendants present), ``multiclass`` (exactly one
+label per record), ``multilabel`` (the listed labels) and ``hierarchical`` (the listed labels plus all
+their ancestors, so the gate column is 1 whenever any sub-tag is).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from common.data import samplers
+from common.data.fingerprint import fingerprint
+from common.data.records import BadRecords, read_jsonl, require_text
+from common.data.splits import random_split, stratified_split
+from common.errors import ConfigError, DataError
+from textcls.synth import Doc, generate
+from textcls.taxonomy import GATE, OTHER, Taxonomy, with_ancestors
+from textcls.tokenize import HFEncoder, VocabEncoder
+
+log = logging.getLogger(__name__)
+
+TASKS = ("binary", "multiclass", "multilabel", "hierarchical")
+SOURCES = ("synthetic", "jsonl", "toutiao")
+SAMPLERS = ("none", "balanced", "rare", "oversample")
+
+
+@dataclass
+class SynthConfig:
+    n: int = 12000
+    seed: int = 0
+    label_noise: float = 0.01
+    char_noise: float = 0.05
+
+
+@dataclass
+class DataConfig:
+    """The ``data`` node (checked at start-up: unknown keys and wrong types fail with their path)."""
+
+    source: str = "synthetic"
+    task: str = "hierarchical"
+    train_file: str | None = None
+    val_file: str | None = None
+    test_file: str | None = None
+    taxonomy: str | None = None
+    positive_label: str | None = None
+    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    split_seed: int = 0
+    tokenizer: str = "char"
+    max_len: int = 96
+    min_freq: int = 2
+    max_vocab: int | None = None
+    vectors: str | None = None
+    keywords: bool = False
+    batch_size: int = 64
+    sampler: str = "none"
+    sampler_power: float = 0.5
+    oversample_min_count: int = 50
+    num_workers: int = 0
+    on_bad_record: str = "error"
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+# ----------------------------------------------------------------------------------------------- records
+
+
+def _jsonl_doc(taxonomy: Taxonomy | None, allowed: set[str] | None):
+    def validate(rec: dict) -> Doc:
+        if "doc_token" in rec:
+            tokens = rec["doc_token"]
+            if isinstance(tokens, list):
+                if not all(isinstance(t, str) for t in tokens):
+                    raise ValueError("field 'doc_token' must be a list of strings")
+                text = require_text("".join(tokens) if all(len(t) == 1 for t in tokens) else " ".join(tokens), "doc_token")
+            else:
+                text = require_text(tokens, "doc_token")
+        elif "text" in rec:
+            text = require_text(rec["text"], "text")
+        else:
+            raise ValueError("missing field 'doc_token' or 'text'")
+        labels = rec.get("doc_label", [])
+        if isinstance(labels, str):
+            labels = [labels]
+        if not isinstance(labels, list):
+            raise ValueError(f"field 'doc_label' must be a list of strings, got {type(labels).__name__}")
+        if taxonomy is not None:
+            labels = taxonomy.check(labels)
+        elif allowed is not None:
+            for label in labels:
+                if label not in allowed:
+                    raise ValueError(f"label {label!r} is not a label of the training data")
+        return Doc(text, tuple(labels))
+
+    return validate
+
+
+def read_docs(
+    path: str | Path,
+    taxonomy: Taxonomy | None = None,
+    allowed: set[str] | None = None,
+    on_bad_record: str = "error",
+    bad: BadRecords | None = None,
+) -> list[Doc]:
+    """NeuralClassifier JSONL -> docs; every problem is ``file:line: reason`` (a :class:`DataError`)."""
+    return read_jsonl(path, _jsonl_doc(taxonomy, allowed), on_bad_record=on_bad_record, bad=bad)
+
+
+def read_toutiao(path: str | Path, keywords: bool = False, on_bad_record: str = "error") -> list[Doc]:
+    """``id_!_code_!_name_!_headline_!_keywords`` lines -> docs labelled with the category name."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    docs, bad = [], BadRecords()
+    with path.open(encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("_!_")
+            try:
+                if len(fields) not in (4, 5):
+                    raise ValueError(f"expected 5 '_!_'-separated fields, got {len(fields)}")
+                name = require_text(fields[2], "category_name")
+                text = require_text(fields[3], "headline")
+                if keywords and len(fields) == 5 and fields[4].strip():
+                    text = f"{text} {fields[4].replace(',', ' ')}"
+                docs.append(Doc(text, (name,)))
+            except ValueError as e:
+                if on_bad_record == "error":
+                    raise DataError(f"{path}:{lineno}: {e}") from None
+                bad.add(f"{path}:{lineno}: {e}")
+    if bad.count:
+        log.warning("%s: skipped %d bad record(s), e.g. %s", path, bad.count, "; ".join(bad.examples[:3]))
+    if not docs:
+        raise DataError(f"{path}: no records")
+    return docs
+
+
+# ------------------------------------------------------------------------------------------- label space
+
+
+class LabelSpace:
+    """The model's output columns for a task, and how a record's labels map onto them."""
+
+    def __init__(self, task: str, labels: Sequence[str], parents: Sequence[int] | None = None):
+        if task not in TASKS:
+            raise ConfigError(f"data.task: expected one of {TASKS}, got {task!r}")
+        self.task, self.labels = task, list(labels)
+        self.parents = list(parents) if parents is not None else [-1] * len(self.labels)
+        self.index = {label: i for i, label in enumerate(self.labels)}
+
+    @classmethod
+    def build(cls, task: str, docs: Sequence[Doc], taxonomy: Taxonomy | None, positive_label: str | None):
+        if task == "binary":
+            if not positive_label:
+                raise ConfigError("data.positive_label: a binary task needs the positive label (e.g. 新车资讯)")
+            known = {a for d in docs for a in with_ancestors(d.labels)}
+            if positive_label not in known:
+                raise ConfigError(f"data.positive_label: {positive_label!r} never occurs in the training data")
+            return cls(task, [positive_label])
+        if task == "hierarchical":
+            tax = taxonomy or Taxonomy(sorted({label for d in docs for label in d.labels if label != OTHER}))
+            return cls(task, tax.labels, tax.parent_index())
+        if taxonomy is not None:
+            labels = [label for label in taxonomy.labels if task == "multiclass" or any(label in d.labels for d in docs)]
+        else:
+            labels = sorted({label for d in docs for label in d.labels if label != OTHER or task == "multiclass"})
+        return cls(task, labels)
+
+    def encode(self, labels: Sequence[str]) -> np.ndarray:
+        row = np.zeros(len(self.labels), dtype=np.float32)
+        if self.task == "binary":
+            row[0] = float(self.labels[0] in with_ancestors(labels))
+            return row
+        if self.task == "multiclass":
+            if len(labels) != 1:
+                raise ValueError(f"a multiclass record needs exactly one label, got {list(labels)}")
+        names = with_ancestors(labels) if self.task == "hierarchical" else labels
+        for name in names:
+            if name == OTHER and name not in self.index:
+                continue
+            if name not in self.index:
+                raise ValueError(f"label {name!r} is not one of the model's labels ({', '.join(self.labels[:8])}...)")
+            row[self.index[name]] = 1.0
+        return row
+
+    def encode_many(self, docs: Sequence[Doc], where: str = "") -> np.ndarray:
+        rows = []
+        for i, d in enumerate(docs):
+            try:
+                rows.append(self.encode(d.labels))
+            except ValueError as e:
+                raise DataError(f"{where or 'data'}:{i + 1}: {e}") from None
+        return np.stack(rows) if rows else np.zeros((0, len(self.labels)), np.float32)
+
+    def decode_row(self, row: Sequence[int]) -> list[str]:
+        names = [self.labels[i] for i, v in enumerate(row) if v]
+        return names or ([OTHER] if self.task != "multiclass" else [])
+
+    @property
+    def state(self) -> dict:
+        return {"task": self.task, "labels": self.labels, "parents": self.parents}
+
+    @classmethod
+    def from_state(cls, state: dict) -> LabelSpace:
+        return cls(state["task"], state["labels"], state["parents"])
+
+
+# ----------------------------------------------------------------------------------------------- dataset
+
+
+class TextDataset(Dataset):
+    def __init__(self, docs: Sequence[Doc], ids: Sequence[Sequence[int]], targets: np.ndarray):
+        self.docs, self.ids, self.targets = list(docs), list(ids), torch.as_tensor(targets)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        return self.ids[i], self.targets[i], i
+
+
+def collate(pad_id: int = 0):
+    def fn(batch):
+        ids, targets, index = zip(*batch, strict=True)
+        width = max(1, max(len(x) for x in ids))
+        out = torch.full((len(ids), width), pad_id, dtype=torch.long)
+        for i, x in enumerate(ids):
+            out[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
+        return {"ids": out, "target": torch.stack(targets), "index": torch.as_tensor(index)}
+
+    return fn
+
+
+def _where(path: str | None) -> str:
+    return str(path) if path else "synthetic"
+
+
+class TextDataModule(pl.LightningDataModule):
+    """Reads, splits, tokenises and encodes everything up front (the model's sizes depend on it)."""
+
+    def __init__(self, cfg: DataConfig, pretrained_tokenizer: str | None = None, root: str | None = None):
+        super().__init__()
+        self.cfg = cfg
+        for key, allowed in (("source", SOURCES), ("task", TASKS), ("sampler", SAMPLERS)):
+            if getattr(cfg, key) not in allowed:
+                raise ConfigError(f"data.{key}: expected one of {allowed}, got {getattr(cfg, key)!r}")
+        self.taxonomy = Taxonomy.read(cfg.taxonomy) if cfg.taxonomy else None
+        if cfg.source == "synthetic" and self.taxonomy is None:
+            self.taxonomy = Taxonomy.car_news()
+        train, val, test = self._read()
+        self.space = LabelSpace.build(cfg.task, train, self.taxonomy, cfg.positive_label or (GATE if cfg.source == "synthetic" else None))
+        if pretrained_tokenizer:
+            self.encoder = HFEncoder(pretrained_tokenizer, cfg.max_len)
+        else:
+            self.encoder = VocabEncoder.fit(
+                (d.text for d in train), cfg.tokenizer, cfg.max_len, cfg.min_freq, cfg.max_vocab
+            )
+        self.train = self.dataset(train, _where(cfg.train_file))
+        self.val = self.dataset(val, _where(cfg.val_file or cfg.train_file))
+        self.test = self.dataset(test, _where(cfg.test_file or cfg.train_file))
+        self.label_counts = self.train.targets.sum(0).tolist()
+        self.fingerprint = fingerprint([[d.text, list(d.labels)] for d in train + val + test])
+        log.info(
+            "data: %d train / %d val / %d test, %d labels, vocab %d",
+            len(self.train), len(self.val), len(self.test), len(self.space.labels), self.encoder.vocab_size,
+        )
+
+    # -- reading and splitting
+    def _read(self) -> tuple[list[Doc], list[Doc], list[Doc]]:
+        cfg = self.cfg
+        if cfg.source == "synthetic":
+            docs = generate(cfg.synth.n, cfg.synth.seed, cfg.synth.label_noise, cfg.synth.char_noise)
+            return self._split(docs, [GATE in with_ancestors(d.labels) for d in docs])
+        if not cfg.train_file:
+            raise ConfigError(f"data.train_file: required for data.source={cfg.source}")
+        if cfg.source == "toutiao":
+            docs = read_toutiao(cfg.train_file, cfg.keywords, cfg.on_bad_record)
+            if cfg.val_file or cfg.test_file:
+                raise ConfigError("data.val_file: the toutiao source splits train_file itself")
+            return self._split(docs, [d.labels[0] for d in docs])
+        train = read_docs(cfg.train_file, self.taxonomy, None, cfg.on_bad_record)
+        allowed = None if self.taxonomy else {label for d in train for label in d.labels} | {OTHER}
+        if cfg.val_file and cfg.test_file:
+            val = read_docs(cfg.val_file, self.taxonomy, allowed, cfg.on_bad_record)
+            test = read_docs(cfg.test_file, self.taxonomy, allowed, cfg.on_bad_record)
+            return train, val, test
+        if cfg.val_file or cfg.test_file:
+            raise ConfigError("data.val_file: give both val_file and test_file, or neither (train_file is split)")
+        return self._split(train, ["|".join(sorted(d.labels)) for d in train])
+
+    def _split(self, docs: list[Doc], strata: list) -> tuple[list[Doc], list[Doc], list[Doc]]:
+        if len(self.cfg.split) != 3:
+            raise ConfigError(f"data.split: expected 3 fractions (train, val, test), got {list(self.cfg.split)}")
+        parts = stratified_split(strata, list(self.cfg.split), self.cfg.split_seed) if strata else random_split(
+            len(docs), list(self.cfg.split), self.cfg.split_seed
+        )
+        return tuple([docs[i] for i in idx] for idx in parts)  # type: ignore[return-value]
+
+    def dataset(self, docs: Sequence[Doc], where: str = "data") -> TextDataset:
+        return TextDataset(docs, self.encoder.encode_many([d.text for d in docs]), self.space.encode_many(docs, where))
+
+    # -- loaders
+    def _loader(self, ds: TextDataset, shuffle: bool = False, sampler=None) -> DataLoader:
+        return DataLoader(
+            ds, batch_size=self.cfg.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+            collate_fn=collate(self.encoder.pad_id), num_workers=self.cfg.num_workers,
+        )
+
+    def _sampler(self):
+        kind, targets = self.cfg.sampler, self.train.targets.numpy()
+        seed = self.cfg.split_seed
+        if kind == "balanced":
+            keys = ["|".join(map(str, np.flatnonzero(r))) for r in targets]
+            return samplers.weighted_sampler(samplers.class_balanced_weights(keys), seed=seed)
+        if kind == "rare":
+            return samplers.weighted_sampler(samplers.rare_label_weights(targets, self.cfg.sampler_power), seed=seed)
+        if kind == "oversample":
+            idx = samplers.oversample_indices(targets, self.cfg.oversample_min_count, seed)
+            return torch.utils.data.SubsetRandomSampler(idx.tolist(), generator=torch.Generator().manual_seed(seed))
+        return None
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, shuffle=True, sampler=self._sampler())
+
+    def train_eval_dataloader(self) -> DataLoader:
+        """The training set in order, without sampling (for kNN banks and threshold studies)."""
+        return self._loader(self.train)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test)
+
+    def loader(self, ds: TextDataset) -> DataLoader:
+        return self._loader(ds)

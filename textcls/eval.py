@@ -1,0 +1,49 @@
+"""``python -m textcls.eval ckpt=PATH data=FILE``: evaluate a saved checkpoint (or an ensemble:
+``ckpt=[a.ckpt,b.ckpt] combine=intersection``) on a labelled file in a supported format (NeuralClassifier
+JSONL or Toutiao ``_!_``). Prints the per-label table and the NeuralClassifier line; writes report,
+plots and predictions to the run dir and MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import ListConfig
+
+from common import entry, run, tracking
+from common.metrics.classification import markdown_table
+
+
+def evaluate(cfg) -> float:
+    from textcls.inference import combine, load_checkpoint, read_eval_file
+    from textcls.report import write_evaluation
+
+    paths = list(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig | list) else [cfg.ckpt]
+    models = [load_checkpoint(p, f"ckpt[{i}]" if len(paths) > 1 else "ckpt") for i, p in enumerate(paths)]
+    docs = read_eval_file(cfg.data, models[0], cfg.format, cfg.on_bad_record)
+    space, probs, pred, targets = combine(models, docs, cfg.combine, cfg.batch_size)
+    loggers = run.instantiate_loggers(cfg, None)
+    out = Path(cfg.paths.output_dir)
+    status = "FAILED"
+    try:
+        for lg in loggers:
+            if r := tracking.mlflow_run(lg):
+                r[0].set_tag(r[1], "eval_data", str(cfg.data))
+                tracking.log_config(r[0], r[1], cfg)
+        result = write_evaluation(out, docs, targets, probs, pred, space, loggers, title=f"{cfg.data}")
+        for lg in loggers:
+            lg.log_metrics({f"eval/{k}": v for k, v in result.items() if isinstance(v, float)})
+        status = "FINISHED"
+    finally:
+        tracking.end_runs(loggers, status)
+    print(markdown_table(result["per_label"]))
+    print(result["line"])
+    return result["micro_f1"]
+
+
+@entry.main("textcls", config_name="eval", config_path="pkg://conf.textcls.infer")
+def main(cfg):
+    return evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
