@@ -171,6 +171,9 @@ def test_per_class_agreement_suspects_and_training_set_on_a_handmade_set(stub, h
         "Bolt": {"free": (2, 3, 0), "given": (2, 3, 0), "limited": (0, 3, 0)},
         "none": {"free": (2, 2, 0), "given": (2, 2, 0), "limited": (2, 2, 0)},
     }
+    assert report["confusions"] == {"Acme": {"none": 1}, "Bolt": {"Acme": 1}, "none": {}}
+    assert report["diagnosis"]["none"] == "agrees"
+    assert report["diagnosis"]["Bolt"] == "the teacher keeps naming another class for 1 of 3: check these labels"
     le = report["length_effect"]
     assert (le["from"], le["to"], le["lost"], le["gained"]) == ("given", "limited", ["a1", "a2", "a3", "b1", "b2"], [])
     assert report["overall"]["limited"]["truncated"] == 7  # every long answer was cut to 40 characters

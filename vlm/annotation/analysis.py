@@ -100,6 +100,8 @@ class Analysis:
     train_counts: dict[str, int]
     length_effect: dict[str, Any] | None
     disagreements: dict[str, list[dict]] = field(default_factory=dict)  # class -> examples
+    confusions: dict[str, dict[str, int]] = field(default_factory=dict)  # class -> what the free answer named instead
+    diagnosis: dict[str, str] = field(default_factory=dict)  # class -> a one-line reading of its numbers
 
 
 def analyse(
@@ -115,6 +117,7 @@ def analyse(
     keep_disagreeing: bool = False,
     examples_per_class: int = 3,
     teacher: str = "",
+    low_agreement: float = 0.5,
 ) -> Analysis:
     mode_names = [m.name for m in modes]
     by_id = {m: {r["id"]: r for r in rows[m]} for m in mode_names}
@@ -198,12 +201,44 @@ def analyse(
                 }
             )
 
+    confusions: dict[str, dict[str, int]] = {c: {} for c in classes.names}
+    if free_mode in by_id:
+        for it in items:
+            r = by_id[free_mode][it.id]
+            if r.get("agree") is False:
+                conf = confusions[it.label]
+                conf[r["pred"]] = conf.get(r["pred"], 0) + 1
+    stats = {c: {m: s.as_dict() for m, s in ms.items()} for c, ms in per_class.items()}
+    n_suspects = {c: sum(s["label"] == c for s in suspects) for c in classes.names}
+    given_mode = compare[0] if compare else None
+    diagnosis = {
+        c: _diagnose(stats[c], free_mode, given_mode, n_suspects[c], confusions[c], low_agreement) for c in classes.names
+    }
     return Analysis(
-        per_class={c: {m: s.as_dict() for m, s in ms.items()} for c, ms in per_class.items()},
+        per_class=stats,
         overall={m: s.as_dict() for m, s in overall.items()},
         suspects=suspects,
         train=train,
         train_counts=counts,
         length_effect=length_effect,
         disagreements=disagreements,
+        confusions={c: dict(sorted(v.items(), key=lambda kv: -kv[1])) for c, v in confusions.items()},
+        diagnosis=diagnosis,
     )
+
+
+def _diagnose(stats: dict[str, dict], free_mode: str | None, given_mode: str | None, n_suspects: int, confusion: dict[str, int], low: float) -> str:
+    """Which of the team's three explanations a class's numbers point to (a hint for the reader, not a verdict)."""
+    free = stats.get(free_mode or "", {}).get("agreement")
+    given = stats.get(given_mode or "", {}).get("agreement")
+    n = next(iter(stats.values()))["n"] if stats else 0
+    if free is None and given is None:
+        return "no usable answers"
+    if given is not None and given < low:
+        return "disagrees even when told the class: a weak teacher or an unclear definition"
+    if n and n_suspects / n >= 0.2:
+        return f"the teacher keeps naming another class for {n_suspects} of {n}: check these labels"
+    if free is not None and free < low:
+        top = ", ".join(f"{k} ({v})" for k, v in sorted(confusion.items(), key=lambda kv: -kv[1])[:2])
+        return f"recognised only when told: overlapping definitions? free answers name {top or 'other classes'}"
+    return "agrees"

@@ -52,7 +52,7 @@ def _per_class_table(a: Analysis, modes: Sequence[Mode], compare: Sequence[str] 
     if cmp_ok:
         x, y = compare
         cols += [f"Δ {y}−{x}", f"chars {x}", f"chars {y}"]
-    cols += ["failed", "empty", "suspected"]
+    cols += ["failed", "empty", "suspected", "free answers name instead", "reading"]
     suspected = {}
     for s in a.suspects:
         suspected[s["label"]] = suspected.get(s["label"], 0) + 1
@@ -66,6 +66,8 @@ def _per_class_table(a: Analysis, modes: Sequence[Mode], compare: Sequence[str] 
             str(sum(per_mode[m]["failed"] for m in names)),
             str(sum(per_mode[m]["empty"] for m in names)),
             str(len(a.suspects) if cls == "**all**" else suspected.get(cls, 0)),
+            "" if cls == "**all**" else ", ".join(f"{k} ({v})" for k, v in a.confusions.get(cls, {}).items()),
+            "" if cls == "**all**" else a.diagnosis.get(cls, ""),
         ]
         rows.append(row)
     return cols, rows

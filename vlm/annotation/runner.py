@@ -156,6 +156,7 @@ def run(cfg) -> dict:
         keep_disagreeing=an.keep_disagreeing,
         examples_per_class=an.examples_per_class,
         teacher=client.model,
+        low_agreement=an.low_agreement,
     )
     meta = {"name": cfg.name, "model": client.model, "base_url": client.base_url, "items": len(items), "generation": gen}
     from .report import render_html, render_markdown
@@ -165,6 +166,8 @@ def run(cfg) -> dict:
         **meta,
         "modes": [{"name": m.name, "title": m.title, "max_chars": m.max_chars} for m in modes],
         "per_class": analysis.per_class,
+        "confusions": analysis.confusions,
+        "diagnosis": analysis.diagnosis,
         "overall": analysis.overall,
         "length_effect": analysis.length_effect,
         "suspects": len(analysis.suspects),
