@@ -90,6 +90,15 @@ def build_tiny_export(out: Path) -> Path:
                 "data.synthetic.eval_logo_per_brand=1",
                 "data.synthetic.eval_none=1",
                 "data.synthetic.eval_none_brand_per_brand=1",
+                "model.vision.hidden_size=32",
+                "model.vision.num_layers=1",
+                "model.vision.num_heads=2",
+                "model.vision.intermediate_size=64",
+                "model.llm.hidden_size=32",
+                "model.llm.intermediate_size=64",
+                "model.llm.num_layers=1",
+                "model.llm.num_heads=2",
+                "model.llm.num_kv_heads=1",
             ],
         )
     GlobalHydra.instance().clear()
@@ -371,9 +380,22 @@ def test_server_rejects_malformed_requests_with_4xx_json_and_keeps_serving(serve
     assert status == 200 and isinstance(r["choices"][0]["message"]["content"], str)
 
 
-def test_serve_cli_refuses_a_bad_checkpoint_with_one_line(tmp_path):
-    from tests.conftest import run_cli
+def test_a_bad_checkpoint_or_host_is_a_config_error(tmp_path):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
 
-    r = run_cli("-m", "vlm.serve", f"checkpoint={tmp_path}", "port=0", f"hydra.run.dir={tmp_path / 'h'}", timeout=120)
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1] == f"error: {tmp_path}: not a captioner export (no captioner.json)"
+    from common.errors import ConfigError
+    from vlm.serve import run_from_config
+
+    def cfg(*overrides):
+        GlobalHydra.instance().clear()
+        with initialize_config_module("conf.vlm", version_base="1.3"):
+            return compose("serve", overrides=list(overrides))
+
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}: not a captioner export \(no captioner.json\)$"):
+        run_from_config(cfg(f"checkpoint={tmp_path}", "port=0"))
+    with pytest.raises(ConfigError, match=r"^host: '0.0.0.0' would expose the server beyond this machine"):
+        run_from_config(cfg("host=0.0.0.0"))
+    with pytest.raises(ConfigError, match=r"^port: must be in \[0, 65535\], got 70000"):
+        run_from_config(cfg("port=70000"))
+    GlobalHydra.instance().clear()
