@@ -406,7 +406,9 @@ def create_app(backend: Backend, max_batch: int = 16, wait_ms: float = 5.0, max_
 
     async def health(request: Request) -> JSONResponse:
         b = request.app.state.batcher
-        return JSONResponse({"status": "ok", "model": backend.name, "batches": len(b.batches), "max_batch_seen": max(b.batches, default=0)})
+        alive = b.task is not None and not b.task.done()
+        body = {"status": "ok" if alive else "error", "model": backend.name, "batches": len(b.batches), "max_batch_seen": max(b.batches, default=0), "waiting": b.queue.qsize()}
+        return JSONResponse(body, status_code=200 if alive else 503)
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         kind = "NotFoundError" if exc.status_code == 404 else "invalid_request_error"
