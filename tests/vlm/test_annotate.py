@@ -282,7 +282,8 @@ def test_annotate_against_the_real_server_survives_sigkill_and_matches_its_repor
     done_before = lines()
     assert 6 <= done_before < total
 
-    second = subprocess.run([*args, "endpoint.concurrency=4", f"hydra.run.dir={tmp_path / 'h2'}"], cwd=ROOT, env=env,
+    # resumed with images sent as file paths instead of data URLs: the cache keys on the image's content, not on how it travels
+    second = subprocess.run([*args, "endpoint.concurrency=4", "endpoint.image_transport=path", f"hydra.run.dir={tmp_path / 'h2'}"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"{done_before} of {total} requests cached" in second.stdout + second.stderr
