@@ -273,14 +273,14 @@ def test_annotate_against_the_real_server_survives_sigkill_and_matches_its_repor
     first = subprocess.Popen([*args, "endpoint.concurrency=1", f"hydra.run.dir={tmp_path / 'h1'}"], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while lines() < 6 and first.poll() is None and time.monotonic() < deadline:
+    while lines() < total // 2 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     first.send_signal(signal.SIGKILL)
     first.wait(30)
     assert first.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     before = {m: (out / "cache" / f"{m}.jsonl").read_bytes() if (out / "cache" / f"{m}.jsonl").exists() else b"" for m in modes}
     done_before = lines()
-    assert 6 <= done_before < total
+    assert total // 2 <= done_before < total
 
     # resumed with images sent as file paths instead of data URLs: the cache keys on the image's content, not on how it travels
     second = subprocess.run([*args, "endpoint.concurrency=4", "endpoint.image_transport=path", f"hydra.run.dir={tmp_path / 'h2'}"], cwd=ROOT, env=env,
