@@ -84,7 +84,7 @@ class LLMSchema:
     num_heads: int = 4
     num_kv_heads: int = 2
     vocab_size: int = 512
-    pretrain_steps: int = 200
+    pretrain_steps: int = 500
     pretrain_lr: float = 0.003
     pretrain_batch_size: int = 32
 
@@ -114,7 +114,7 @@ class ModelSchema:
 
 @dataclass
 class OptimSchema:
-    lr: float = 0.001
+    lr: float = 0.003
     lr_vision: float | None = None
     lr_projector: float | None = None
     lr_llm: float | None = None

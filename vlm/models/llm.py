@@ -59,7 +59,7 @@ def _pretrain_texts(tokenizer, corpus_rows: list[dict], seed: int) -> list[str]:
     texts = []
     for row in corpus_rows:
         user = row["prompt"]
-        if rnd.random() < 0.5 and row.get("facts"):
+        if rnd.random() < 0.8 and row.get("facts"):
             user = f"{row['facts']}\n{user}"
         msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": row["caption"]}]
         texts.append(tokenizer.apply_chat_template(msgs, tokenize=False))
@@ -80,7 +80,7 @@ def pretrain(model, tokenizer, texts: list[str], steps: int, lr: float, batch_si
     model.train()
     losses = []
     pad = tokenizer.pad_token_id
-    for _ in tqdm(range(steps), desc="pre-training the tiny LLM", leave=False):
+    for _ in tqdm(range(steps), desc="pre-training the tiny LLM", leave=False, mininterval=2.0):
         idx = torch.randint(len(enc), (batch_size,), generator=g).tolist()
         n = max(len(enc[i]) for i in idx)
         ids = torch.full((batch_size, n), pad)

@@ -21,7 +21,8 @@ class VLM(nn.Module):
         self.vision = vision
         self.llm = llm
         self.tokenizer = tokenizer
-        self.projector = build_projector(projector, vision.out_dim, llm.get_input_embeddings().embedding_dim)
+        emb = llm.get_input_embeddings()
+        self.projector = build_projector(projector, vision.out_dim, emb.embedding_dim, emb.num_embeddings)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
     @property
@@ -29,7 +30,10 @@ class VLM(nn.Module):
         return self.vision.num_tokens
 
     def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.vision(pixels))
+        feats = self.vision(pixels)
+        if getattr(self.projector, "uses_vocab", False):
+            return self.projector(feats, self.llm.get_input_embeddings().weight)
+        return self.projector(feats)
 
     def embed(self, input_ids: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         emb_layer = self.llm.get_input_embeddings()

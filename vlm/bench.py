@@ -1,0 +1,254 @@
+"""``python -m vlm.bench`` (``make bench-vlm``): the captioner's cost and accuracy figures as one Markdown table.
+
+1. Training step time and peak memory, freeze_llm vs full fine-tune (each in its own process, so the peak
+   resident memory is its own; on a GPU also ``torch.cuda.max_memory_allocated``).
+2. Generation tokens/s with vs without the KV cache (same prompts, a fixed number of new tokens).
+3. Brand accuracy of the captioner vs a plain classifier (the same vision tower + a linear head): on the
+   synthetic test split and on ../shared/datasets/flickrlogos27_subset (deterministic per-brand split:
+   per brand, images sorted by name, the first 8 train, the other 4 test). A caption is right when it names
+   the gold brand and no other (for "none" images: names no brand).
+
+    python -m vlm.bench [--epochs 20] [--skip-flickr] [--out reports/vlm_bench.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import io
+from common.config import project_root
+
+ROOT = project_root()
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    import common.config  # noqa: F401
+    from common.config import validate
+    from vlm.schemas import SCHEMAS
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("conf.vlm", version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.cache_dir={ROOT / '.cache'}", "logger=none",
+                                          f"paths.output_dir={ROOT / 'logs' / 'vlm.bench' / 'scratch'}", *overrides])
+    return validate(cfg, SCHEMAS)
+
+
+# --------------------------------------------------------------------------------------------- 1. step time
+def _worker_step(exp: str, steps: int) -> dict:
+    from vlm.build import build
+
+    cfg = _compose(f"+exp={exp}")
+    module, dm = build(cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    vlm = module.vlm.to(device).train()
+    opt = torch.optim.AdamW([p for p in vlm.parameters() if p.requires_grad], lr=1e-4)
+    batch = next(iter(dm.train_dataloader()))
+    b = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
+    times = []
+    for i in range(steps + 2):
+        t = time.perf_counter()
+        loss = vlm(b["input_ids"], b["attention_mask"], b["labels"], b["pixels"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    out = {
+        "ms_per_step": 1000 * sorted(times)[len(times) // 2],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "trainable": sum(p.numel() for p in vlm.parameters() if p.requires_grad),
+        "batch": int(b["input_ids"].shape[0]),
+    }
+    if device == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def step_costs(steps: int) -> dict[str, dict]:
+    res = {}
+    for exp in ("freeze_llm", "full_ft"):
+        r = subprocess.run([sys.executable, "-m", "vlm.bench", "--worker-step", exp, "--steps", str(steps)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"step worker {exp} failed:\n{r.stderr[-2000:]}")
+        res[exp] = json.loads(r.stdout.strip().splitlines()[-1])
+    return res
+
+
+# ------------------------------------------------------------------------------------------- 2. KV cache
+def kv_cache_speed(new_tokens: int = 32, batch: int = 16) -> dict[str, float]:
+    from vlm.build import build
+    from vlm.chat import prompt_ids, user_message
+
+    cfg = _compose("+exp=freeze_llm")
+    module, _ = build(cfg)
+    vlm = module.vlm.eval()
+    ids = prompt_ids(vlm.tokenizer, [user_message("Describe the product in the image.")], vlm.num_image_tokens)
+    px = torch.rand(batch, 3, vlm.vision.image_size, vlm.vision.image_size)
+    out = {}
+    for cache in (True, False):
+        vlm.generate(px[:2], [ids] * 2, max_new_tokens=4, use_cache=cache)  # warm-up
+        t = time.perf_counter()
+        with torch.no_grad():
+            embeds = vlm.embed(torch.tensor([ids] * batch), px)
+            gen = vlm.llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(batch, len(ids), dtype=torch.long),
+                                   max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                   use_cache=cache, pad_token_id=vlm.tokenizer.pad_token_id)
+        dt = time.perf_counter() - t
+        out["with" if cache else "without"] = gen.shape[0] * new_tokens / dt
+    out["prompt_len"] = len(ids)
+    return out
+
+
+# ------------------------------------------------------------------------------ 3. captioner vs classifier
+def _train_captioner(overrides: list[str]) -> Path:
+    from common import run
+    from vlm.train import build
+
+    out = ROOT / "logs" / "vlm.bench" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = _compose(*overrides, "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false",
+                   "callbacks.early_stopping=null", f"paths.output_dir={out}")
+    run.train(cfg, build=build)
+    return out
+
+
+def _classifier_accuracy(cfg_overrides: list[str], epochs: int) -> float:
+    """The vision tower of the same config + a linear head on (none | brand), trained from scratch."""
+    from vlm.data import BrandCaptionData
+    from vlm.models.vision import VisionTower
+
+    cfg = _compose(*cfg_overrides)
+    torch.manual_seed(cfg.seed)
+    dm = BrandCaptionData(cfg.data, cfg.model.vision.image_size, cfg.paths.cache_dir, seed=cfg.seed)
+    classes = ["<none>", *dm.brands]
+
+    def xy(split):
+        recs = [r for r in dm.records[split] if r.kind != "none_brand"]
+        x = torch.stack([torch.from_numpy(r.pixels).float() / 255 for r in recs])
+        y = torch.tensor([classes.index(r.brand or "<none>") for r in recs])
+        return x, y
+
+    xtr, ytr = xy("train")
+    xte, yte = xy("test")
+    tower = VisionTower(cfg.model.vision)
+    head = torch.nn.Linear(tower.out_dim, len(classes))
+    opt = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=cfg.optim.lr)
+    bs = cfg.data.batch_size
+    g = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xtr), generator=g).split(bs):
+            loss = torch.nn.functional.cross_entropy(head(tower(xtr[idx]).mean(1)), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        pred = torch.cat([head(tower(x).mean(1)).argmax(1) for x in xte.split(256)])
+    return float((pred == yte).float().mean())
+
+
+def _captioner_accuracy(run_dir: Path) -> float:
+    from common.metrics.brand import BrandMatcher
+
+    preds = [json.loads(x) for x in (run_dir / "predictions_test.jsonl").read_text().splitlines()]
+    brands = sorted({p["brand"] for p in preds if p["brand"]})
+    m = BrandMatcher(brands)
+    rows = [p for p in preds if p["kind"] != "none_brand"]
+    ok = [m.names(p["pred"]) == ({p["brand"]} if p["brand"] else set()) for p in rows]
+    return sum(ok) / len(ok)
+
+
+def flickr_jsonl(out: Path) -> tuple[Path, Path] | None:
+    from common.data.records import read_csv
+
+    root = ROOT.parent / "shared" / "datasets" / "flickrlogos27_subset"
+    if not (root / "labels.csv").exists():
+        return None
+    rows = read_csv(root / "labels.csv", required=("image", "brand"))
+    by_brand: dict[str, list[str]] = {}
+    for r in rows:
+        by_brand.setdefault(r["brand"], []).append(r["image"])
+    train, test = [], []
+    for brand, images in sorted(by_brand.items()):
+        for i, im in enumerate(sorted(images)):
+            rec = {"id": im, "image": str(root / "images" / im), "brand": brand, "caption": f"A photo with the {brand} logo."}
+            (train if i < 8 else test).append(rec)
+    out.mkdir(parents=True, exist_ok=True)
+    return io.write_jsonl(out / "train.jsonl", train), io.write_jsonl(out / "test.jsonl", test)
+
+
+def accuracy_rows(epochs: int, skip_flickr: bool) -> list[tuple[str, float, float]]:
+    rows = []
+    synth = ["+exp=freeze_llm", f"trainer.max_epochs={epochs}"]
+    cap_dir = _train_captioner(synth)
+    rows.append(("synthetic (test, logo + none images)", _captioner_accuracy(cap_dir), _classifier_accuracy(synth, epochs)))
+    if not skip_flickr:
+        files = flickr_jsonl(ROOT / ".cache" / "vlm" / "flickrlogos27")
+        if files:
+            fl = ["+exp=freeze_llm", "data=jsonl", f"data.train_file={files[0]}", f"data.test_file={files[1]}",
+                  "data.val_fraction=0.125", "data.batch_size=16", f"trainer.max_epochs={epochs}",
+                  "data.prompt=Which brand is shown?"]
+            cap_dir = _train_captioner(fl)
+            rows.append(("flickrlogos27_subset (27 brands, 4 test images each)", _captioner_accuracy(cap_dir),
+                         _classifier_accuracy(fl, epochs)))
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vlm.bench")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--skip-flickr", action="store_true")
+    p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "reports" / "vlm_bench.md"))
+    p.add_argument("--worker-step", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker_step:
+        print(json.dumps(_worker_step(args.worker_step, args.steps)))
+        return 0
+    t0 = time.time()
+    steps = step_costs(args.steps)
+    kv = kv_cache_speed()
+    acc = [] if args.skip_accuracy else accuracy_rows(args.epochs, args.skip_flickr)
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU x{torch.get_num_threads()} threads"
+    f, s = steps["freeze_llm"], steps["full_ft"]
+    lines = [
+        "# vlm bench", "",
+        f"command: `python -m vlm.bench {' '.join(argv or sys.argv[1:])}`  ",
+        f"machine: {platform.machine()} {platform.processor() or ''} · {dev} · torch {torch.__version__}  ",
+        f"total wall time: {time.time() - t0:.0f} s (embedded tiny config)", "",
+        "| figure | freeze_llm | full fine-tune |", "|---|---|---|",
+        f"| train step (batch {f['batch']}), median ms | {f['ms_per_step']:.0f} | {s['ms_per_step']:.0f} |",
+        f"| peak resident memory, MB | {f['peak_rss_mb']:.0f} | {s['peak_rss_mb']:.0f} |",
+        f"| trainable parameters | {f['trainable']:,} | {s['trainable']:,} |",
+    ]
+    if "peak_cuda_mb" in f:
+        lines.append(f"| peak CUDA memory, MB | {f['peak_cuda_mb']:.0f} | {s['peak_cuda_mb']:.0f} |")
+    lines += ["", "| generation (greedy, batch 16, 32 new tokens) | with KV cache | without KV cache |", "|---|---|---|",
+              f"| tokens/s (prompt {kv['prompt_len']} tokens) | {kv['with']:.0f} | {kv['without']:.0f} |"]
+    if acc:
+        lines += ["", f"| brand accuracy ({args.epochs} epochs each) | captioner (freeze_llm) | classifier (same tower + linear) |",
+                  "|---|---|---|"]
+        lines += [f"| {name} | {a:.3f} | {b:.3f} |" for name, a, b in acc]
+    text = "\n".join(lines) + "\n"
+    io.write_text(args.out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
