@@ -77,3 +77,23 @@ def test_jsonl_source_splits_deterministically(tmp_path):
     assert [d.text for d in a.test.docs] == [d.text for d in b.test.docs]
     assert (len(a.train), len(a.val), len(a.test)) == (80, 10, 10)
     assert a.space.labels == ["新车资讯", "新车资讯--新车上市"] and a.fingerprint == b.fingerprint
+
+
+def test_samplers_draw_rare_labels_more_often(tmp_path):
+    rows = [{"text": f"小米SU7谍照{i}", "doc_label": ["新车资讯--谍照"]} for i in range(4)]
+    rows += [{"text": f"比亚迪汉上市{i}", "doc_label": ["新车资讯--新车上市"]} for i in range(36)]
+    rows += [{"text": f"国足名单{i}", "doc_label": ["其他"]} for i in range(60)]
+    f = _jsonl(tmp_path / "all.jsonl", rows)
+    base = dict(source="jsonl", task="multilabel", train_file=str(f), min_freq=1, split=[0.8, 0.1, 0.1])
+
+    def share_of_rare(sampler: str) -> float:
+        dm = TextDataModule(DataConfig(**base, sampler=sampler, oversample_min_count=40))
+        col = dm.space.index["新车资讯--谍照"]
+        drawn = [dm.train.targets[i, col].item() for i in dm.train_dataloader().sampler]
+        return sum(drawn) / len(drawn)
+
+    plain = 4 / 100
+    assert share_of_rare("oversample") > 3 * plain
+    assert share_of_rare("rare") > 1.5 * plain
+    with pytest.raises(ConfigError, match="data.sampler: expected one of"):
+        TextDataModule(DataConfig(**base, sampler="smote"))

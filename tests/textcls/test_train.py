@@ -130,7 +130,7 @@ def test_a_typo_fails_at_start_up_with_its_key(tmp_path):
 
 
 def test_two_stage_rare_model_replaces_its_column(trained, tmp_path):
-    cfg = compose_cfg(tmp_path, *SMALL, "+exp=two_stage", "data.positive_label='新车资讯--新车报价'", "trainer.max_epochs=2")
+    cfg = compose_cfg(tmp_path, *SMALL, "+exp=two_stage", "data.positive_label='新车资讯--新车报价'", "trainer.max_epochs=1")
     run.train(cfg, build=build, schemas=SCHEMAS)
     rare = load_checkpoint(_best(Path(cfg.paths.output_dir)))
     main = load_checkpoint(_best(trained["out"]))
