@@ -155,10 +155,10 @@ class TextClassifier(pl.LightningModule):
 
     def _gathered(self, stage: str):
         rows = self._outputs.pop(stage, [])
-        probs = torch.cat([r[0] for r in rows]).numpy()
-        targets = torch.cat([r[1] for r in rows]).numpy()
-        index = torch.cat([r[2] for r in rows]).numpy()
-        return probs, targets, index
+        probs, targets, index = (torch.cat([r[i] for r in rows]) for i in range(3))
+        if self.trainer.world_size > 1:  # DDP: every rank scores the whole split (DistributedSampler pads evenly)
+            probs, targets, index = (self.all_gather(t).reshape(-1, *t.shape[1:]).cpu() for t in (probs, targets, index))
+        return probs.numpy(), targets.numpy(), index.numpy()
 
     def _log_metrics(self, stage: str, targets, pred) -> dict[str, float]:
         values = scores.metrics(targets, pred, self.space.task, self.space.labels, self.space.parents)
