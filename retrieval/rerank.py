@@ -37,6 +37,13 @@ def serialise(text_or_fields, fields: list[str] | None) -> str:
     return " ".join(d.get(k, "") for k in keys if d.get(k)).strip() or "(empty)"
 
 
+def norm(text: str) -> str:
+    """Case/punctuation/spacing-insensitive form (Ditto lowercases and re-tokenises the raw titles)."""
+    import re
+
+    return re.sub(r"[^0-9a-z]+", "", text.lower())
+
+
 class PairSet(Dataset):
     def __init__(self, pairs: list[tuple[str, str, int]]):
         self.pairs = pairs
@@ -157,13 +164,16 @@ class PairDataModule(pl.LightningDataModule):
     """Ditto/DeepMatcher split files ``train.txt, valid.txt, test.txt`` (``left<TAB>right<TAB>label``)."""
 
     def __init__(self, folder: str, fields: list[str] | None = None, batch_size: int = 32, loss: str = "bce",
-                 group_size: int = 4, neg_per_pos: int | None = 3, seed: int = 0, eval_batch_size: int = 64):
+                 group_size: int = 4, neg_per_pos: int | None = 3, seed: int = 0, eval_batch_size: int = 64,
+                 exclude_texts: set[str] | None = None):
         super().__init__()
         from pathlib import Path
 
         folder = Path(folder)
         load = lambda name: [(serialise(a, fields), serialise(b, fields), y) for a, b, y in read_ditto(folder / name)]  # noqa: E731
         self.train_pairs, self.val_pairs, self.test_pairs = load("train.txt"), load("valid.txt"), load("test.txt")
+        if exclude_texts:  # keep records held out elsewhere (e.g. a retrieval test split) out of training
+            self.train_pairs = [p for p in self.train_pairs if norm(p[0]) not in exclude_texts and norm(p[1]) not in exclude_texts]
         if neg_per_pos:  # keep every positive and a seeded sample of negatives (CPU budget)
             pos = [p for p in self.train_pairs if p[2]]
             neg = [p for p in self.train_pairs if not p[2]]

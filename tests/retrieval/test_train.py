@@ -25,9 +25,10 @@ def test_trained_beats_untrained(trained, mlflow_uri):
     val, _ = evaluate.score_split(val_emb, dm.splits["val"], dm.catalog, "val/")  # threshold tuned on val, as in training
     test, _ = evaluate.score_split(module.embed_split(dm, "test"), dm.splits["test"], dm.catalog, "test/",
                                    threshold=val["val/threshold"])
-    assert metrics["test/recall_at_1"] >= test["test/recall_at_1"] + 0.15, (metrics, test)
-    assert metrics["test/f1"] >= test["test/f1"] + 0.15, (metrics, test)
-    assert metrics["test/recall_at_10"] > 0.8
+    # groups are pairs here, so predicting only yourself already scores F1 2/3: the room above that is small
+    assert metrics["test/recall_at_1"] >= test["test/recall_at_1"] + 0.25, (metrics, test)
+    assert metrics["test/f1"] >= test["test/f1"] + 0.05, (metrics, test)
+    assert metrics["test/mrr"] >= test["test/mrr"] + 0.2, (metrics, test)
 
 
 def test_run_outputs_logged(trained):
