@@ -46,6 +46,11 @@ ui: install  ## MLflow UI on 127.0.0.1:$(PORT) for STORE (default: ./mlruns.db)
 report: install  ## tuning log from MLflow: make report EXP=vlm [ARGS='--sweep latest']
 	$(PY) -m common.report --experiment $(or $(EXP),vlm) --out reports/$(or $(EXP),vlm)_runs $(ARGS)
 
+eval-all: install  ## latest run of every package (training defaults first when none) -> reports/eval_all.{md,html}
+	$(PY) -m common.eval_all $(ARGS)
+
+bench: bench-vlm bench-textcls bench-retrieval  ## all benchmark tables
+
 bench-%: install  ## one package's benchmark tables: bench-vlm, bench-textcls, bench-retrieval
 	$(PY) -m $*.bench
 
