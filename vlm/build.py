@@ -35,6 +35,14 @@ def build(cfg):
     llm_path = policy.llm_dir(model_cfg, cfg.paths.cache_dir, corpus, rows, cfg.seed)
     torch.manual_seed(cfg.seed)
     vlm = policy.build_vlm(model_cfg, llm_path, trust_remote_code=bool(model_cfg.llm.trust_remote_code))
+    embedded_vision = not model_cfg.vision.name_or_path
+    if embedded_vision and model_cfg.vision.pretrain_steps > 0 and "train" in dm.records:
+        from vlm.models.vision import pretrain_tiny_vit
+
+        state = pretrain_tiny_vit(vlm.vision, dm.records["train"], model_cfg.vision.pretrain_steps,
+                                  model_cfg.vision.pretrain_lr, cfg.seed, cfg.paths.cache_dir)
+        vlm.vision.encoder.load_state_dict(state)
+        torch.manual_seed(cfg.seed)
     dm.attach(vlm.tokenizer, vlm.num_image_tokens)
     counts = policy.count_params(vlm)
     log.info("parameters: %s", counts)
@@ -42,6 +50,7 @@ def build(cfg):
         "model": OmegaConf.to_container(model_cfg, resolve=True),
         "llm_path": str(llm_path),
         "embedded_llm": not model_cfg.llm.name_or_path,
+        "embedded_vision": embedded_vision,
         "image_size": size,
         "crop": bool(cfg.data.crop),
         "prompt": cfg.data.prompt,

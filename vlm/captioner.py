@@ -44,8 +44,11 @@ def save_captioner(vlm, out_dir: str | Path, info: dict) -> Path:
         if not base.exists():
             shutil.copytree(info["llm_path"], base, ignore=shutil.ignore_patterns("DONE"))
         info["llm_path"] = "base_llm"
+    state = trainable_state_dict(vlm)
+    if info.get("embedded_vision"):  # the embedded ViT was pre-trained into the cache: keep it even when frozen
+        state.update({k: v.detach().clone().contiguous() for k, v in vlm.state_dict().items() if k.startswith("vision.")})
     tmp = out_dir / f".{WEIGHTS_FILE}.tmp"
-    save_file(trainable_state_dict(vlm), str(tmp))
+    save_file(state, str(tmp))
     tmp.replace(out_dir / WEIGHTS_FILE)
     io.write_json(out_dir / EXPORT_FILE, info)
     return out_dir

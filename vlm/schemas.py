@@ -67,6 +67,8 @@ class VisionSchema:
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     feature_layer: int = -1
     pixel_shuffle: int = 2
+    pretrain_steps: int = 200
+    pretrain_lr: float = 0.001
 
 
 @dataclass
@@ -114,7 +116,7 @@ class ModelSchema:
 
 @dataclass
 class OptimSchema:
-    lr: float = 0.003
+    lr: float = 0.001
     lr_vision: float | None = None
     lr_projector: float | None = None
     lr_llm: float | None = None

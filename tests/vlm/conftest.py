@@ -33,6 +33,7 @@ TINY = [
     "model.llm.num_heads=2",
     "model.llm.num_kv_heads=1",
     "model.llm.pretrain_steps=20",
+    "model.vision.pretrain_steps=20",
     "trainer.max_epochs=1",
 ]
 
