@@ -201,7 +201,7 @@ def accuracy_rows(epochs: int, skip_flickr: bool) -> list[tuple[str, float, floa
         if files:
             fl = ["+exp=freeze_llm", "data=jsonl", f"data.train_file={files[0]}", f"data.test_file={files[1]}",
                   "data.val_fraction=0.125", "data.batch_size=16", f"trainer.max_epochs={epochs}",
-                  "data.prompt=Which brand is shown?"]
+                  "data.prompt='Which brand is shown?'"]
             cap_dir = _train_captioner(fl)
             rows.append(("flickrlogos27_subset (27 brands, 4 test images each)", _captioner_accuracy(cap_dir),
                          _classifier_accuracy(fl, epochs)))

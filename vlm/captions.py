@@ -33,7 +33,7 @@ def has_loop(text: str, max_repeat: int) -> bool:
             if all(words[i + k * n : i + (k + 1) * n] == gram for k in range(1, max_repeat + 1)):
                 return True
     # character-level loops without spaces (e.g. CJK "好的好的好的好的")
-    return bool(re.search(r"(.{1,6}?)\1{%d,}" % max_repeat, text.replace(" ", "")))
+    return bool(re.search(r"(.{1,6}?)\1{" + str(max_repeat) + ",}", text.replace(" ", "")))
 
 
 def cut_at_last_stop(text: str) -> str:

@@ -67,7 +67,7 @@ class VisionSchema:
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     feature_layer: int = -1
     pixel_shuffle: int = 2
-    pretrain_steps: int = 200
+    pretrain_steps: int = 400
     pretrain_lr: float = 0.001
 
 

@@ -33,7 +33,7 @@ from common import io
 
 log = logging.getLogger(__name__)
 
-VERSION = 3  # bump when rendering changes, so cached sets are rebuilt
+VERSION = 4  # bump when rendering changes, so cached sets are rebuilt
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def render(rng: np.random.Generator, kind: str, brand: Brand | None, size: int, 
         color_name = list(NEUTRALS)[rng.integers(len(NEUTRALS))]
         _product(d, product, box, _jitter(rng, NEUTRALS[color_name], 12))
     if kind == "logo":
-        r = size * rng.uniform(0.09, 0.16)
+        r = size * rng.uniform(0.12, 0.19)
         cx = rng.uniform(px + r, max(px + r + 1, px + pw - r))
         cy = rng.uniform(py + r, max(py + r + 1, py + ph * 0.6))
         _emblem(d, brand.shape, cx, cy, r, _jitter(rng, brand.color), _jitter(rng, brand.accent))

@@ -13,16 +13,14 @@ from common import run
 from vlm.schemas import SCHEMAS
 from vlm.train import build
 
-# Full fine-tuning learns fastest at this size (the frozen-LLM path needs a few hundred steps to take off,
-# see the demo); the frozen-LLM policy itself is proven bit for bit in test_model.py.
 E2E = [
-    "+exp=full_ft",
+    "+exp=freeze_llm",
     "model.vision.hidden_size=64", "model.vision.num_layers=2", "model.vision.num_heads=2",
     "model.vision.intermediate_size=128",
     "model.llm.hidden_size=64", "model.llm.intermediate_size=128", "model.llm.num_layers=2",
     "model.llm.num_heads=2", "model.llm.num_kv_heads=1", "model.llm.pretrain_steps=150",
     "data.synthetic.train_logo_per_brand=30", "data.synthetic.train_none=40", "data.batch_size=16",
-    "optim.lr=0.003", "optim.lr_llm=0.002", "trainer.max_epochs=8", "trainer.check_val_every_n_epoch=4",
+    "model.vision.pretrain_steps=150", "trainer.max_epochs=8", "trainer.check_val_every_n_epoch=4",
     "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false",
 ]
 
@@ -43,8 +41,9 @@ def test_training_beats_the_untrained_captioner_and_reloads(vlm_cfg, mlflow_uri,
 
     # A CPU-seconds run: the captions already follow the data (loss) and name brands better than before
     # training; the recalls >= 0.9 of the full run are `make demo`'s job.
-    assert trained["test/loss"] < 0.5 * untrained["test/loss"], (trained["test/loss"], untrained["test/loss"])
+    assert trained["test/loss"] < 0.7 * untrained["test/loss"], (trained["test/loss"], untrained["test/loss"])
     assert score(trained) > score(untrained), (trained, untrained)
+    assert trained["test/logo_recall"] > untrained["test/logo_recall"] + 0.2, (trained, untrained)
 
     printed = capsys.readouterr().out
     assert "train LOGO RECALL" in printed and "NONE BRAND LABEL RECALL" in printed
@@ -65,7 +64,7 @@ def test_training_beats_the_untrained_captioner_and_reloads(vlm_cfg, mlflow_uri,
     from vlm.captioner import Captioner
 
     weights = load_file(str(out / "captioner" / "trainable.safetensors"))
-    assert {k.split(".", 1)[0] for k in weights} == {"vision", "projector", "llm"}
+    assert {k.split(".", 1)[0] for k in weights} == {"vision", "projector"}  # the frozen LLM is not saved
     preds = [json.loads(line) for line in (out / "predictions_test.jsonl").read_text().splitlines()]
     cap = Captioner.load(out / "captioner", device="cpu")
     images = [p["id"] for p in preds[:8]]

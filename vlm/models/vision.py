@@ -117,8 +117,10 @@ def pretrain_tiny_vit(tower: VisionTower, records, steps: int, lr: float, seed: 
     brands = sorted({r.brand for r in records if r.brand})
     labels = [0 if r.kind == "none" else 1 + brands.index(r.brand) + (len(brands) if r.kind == "none_brand" else 0)
               for r in records]
+    pixels = hashlib.sha256(b"".join(r.pixels.tobytes() for r in records)).hexdigest()
     blob = json.dumps({"cfg": repr(tower.encoder.config.to_dict()), "shuffle": tower.shuffle, "steps": steps, "lr": lr,
-                       "seed": seed, "ids": [r.id for r in records], "labels": labels, "v": 1}, sort_keys=True)
+                       "seed": seed, "ids": [r.id for r in records], "labels": labels, "pixels": pixels, "v": 1},
+                      sort_keys=True)
     path = Path(cache_dir) / "vlm" / f"vit-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.safetensors"
     if path.exists():
         return load_file(str(path))
