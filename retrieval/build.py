@@ -31,6 +31,8 @@ SCHEMAS = {"data": DataConfig, "model": ModelConfig}
 
 
 def data_config(node) -> DataConfig:
+    if OmegaConf.is_config(node):  # resolve against the whole config (``seed: ${seed}``) before detaching
+        node = OmegaConf.to_container(node, resolve=True)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), node))
 
 
