@@ -68,6 +68,12 @@ def embed_scorer(encode, cat, needed):
     return scores, pair_scores, E
 
 
+def _row(name, rows):
+    method, m, prf, wall = rows[-1]
+    print(f"[bench {name}] {method}: recall@1 {m['recall_at_1']:.3f} recall@10 {m['recall_at_10']:.3f} "
+          f"MRR {m['mrr']:.3f} Shopee F1 {m['f1']:.3f} pair F1 {100 * prf.f1:.1f} ({wall:.0f} s)", flush=True)
+
+
 def retrieval_metrics(scores, cat, splits):
     from retrieval.evaluate import score_matrices
 
@@ -169,12 +175,14 @@ def bench_dataset(name, folder, args, root):
     t = time.perf_counter()
     sc, pair_sc = tfidf_scorer(cat)
     rows.append(("TF-IDF char 2-5 n-grams", retrieval_metrics(sc, cat, splits), pair_metrics(pair_sc, pairs_dir, fields), time.perf_counter() - t))
+    _row(name, rows)
 
     t = time.perf_counter()
     tower = TextTower("minilm", pooling="mean", max_length=48)
     enc = minilm_encoder(tower)
     sc, pair_sc, E = embed_scorer(enc, cat, needed)
     rows.append(("MiniLM-L6 zero-shot", retrieval_metrics(sc, cat, splits), pair_metrics(pair_sc, pairs_dir, fields), time.perf_counter() - t))
+    _row(name, rows)
 
     t = time.perf_counter()
     tr = splits["train"]
@@ -189,6 +197,7 @@ def bench_dataset(name, folder, args, root):
     sc, pair_sc, E = embed_scorer(enc, cat, needed)
     ft = retrieval_metrics(sc, cat, splits)
     rows.append(("MiniLM-L6 fine-tuned, mined negatives", ft, pair_metrics(pair_sc, pairs_dir, fields), time.perf_counter() - t))
+    _row(name, rows)
 
     t = time.perf_counter()
     from retrieval.rerank import norm
@@ -210,6 +219,7 @@ def bench_dataset(name, folder, args, root):
     test_rr["f1"] = ft["f1"]  # matching threshold stays the bi-encoder's; the reranker changes the ranking
     prf = PRF(res["test/pair_precision"], res["test/pair_recall"], res["test/pair_f1"], 0)
     rows.append((f"+ cross-encoder reranker (top-{k})", test_rr, prf, time.perf_counter() - t))
+    _row(name, rows)
     return rows, len(te.queries), f"{len(te.gallery)} of {sum(1 for x in cat.side if x == 'b')}"
 
 

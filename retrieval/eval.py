@@ -58,6 +58,8 @@ def main(cfg):
 
     fp = fingerprint(zip(cat.ids, cat.titles, cat.groups, strict=True))
     need = np.unique(np.concatenate([split.queries, split.gallery, split.pool]))
+    if dcfg.kind == "deepmatcher":  # labelled pairs may name any record of either table
+        need = np.arange(len(cat))
     emb = cached_embed(module, cfg.ckpt, cat, need, cfg.paths.cache_dir, fp)
     thr = float(module.threshold) if cfg.threshold is None else float(cfg.threshold)
     at_least = int(cfg.at_least)

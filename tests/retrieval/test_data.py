@@ -156,3 +156,16 @@ def test_matches_threshold_and_at_least_two():
     m = matches_at(ids, scores, nn, 0.5)
     assert m == {"a": ["a", "b"], "b": ["b", "a"], "c": ["c"]}
     assert matches_at(ids, scores, nn, 0.5, at_least=2)["c"] == ["c", "a"]
+
+
+def test_pair_scores_on_labelled_pairs_cover_unmatched_records(tmp_path):
+    from retrieval.eval import pair_scores_from_files
+
+    d = _deepmatcher(tmp_path)
+    (d / "test.csv").write_text("tableA_id,tableB_id,label\n0,10,1\n2,12,0\n1,11,1\n2,10,0\n")
+    cat = read_deepmatcher(d)
+    vec = {"a:0": [1, 0], "b:10": [1, 0], "a:1": [0, 1], "b:11": [0.6, 0.8], "a:2": [0.8, 0.6], "b:12": [0.8, 0.6]}
+    emb = {cat.index[k]: np.array(v, np.float32) for k, v in vec.items()}
+    m = pair_scores_from_files(d, cat, emb, threshold=0.7)
+    # predicted matches: (0,10) 1.0, (1,11) 0.8, (2,12) 1.0 (a false positive); (2,10) 0.8 (false positive)
+    assert m["pair_recall"] == 1.0 and m["pair_precision"] == 0.5
