@@ -13,9 +13,11 @@ SCHEMAS = {"data": DataConfig, "module": ModuleConfig}
 
 
 def build(cfg: DictConfig) -> tuple[TextClassifier, TextDataModule]:
-    data_cfg: DataConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), cfg.data))
+    data = OmegaConf.to_container(cfg.data, resolve=True)  # interpolations such as ${paths.shared_dir} first
+    data_cfg: DataConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), data))
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    module_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(ModuleConfig), cfg.module), resolve=True)
+    module = OmegaConf.to_container(cfg.module, resolve=True)
+    module_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(ModuleConfig), module), resolve=True)
     pretrained = model_cfg.get("name_or_path") or None
     dm = TextDataModule(data_cfg, pretrained_tokenizer=pretrained)
     weights = None
