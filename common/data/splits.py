@@ -45,7 +45,7 @@ def stratified_split(labels: Sequence, fractions: Sequence[float], seed: int) ->
     def take(rest, share):
         sub = labels[rest]
         values, counts = np.unique(sub, return_counts=True)
-        strat = sub if counts.min() >= 2 and len(values) <= share * len(sub) else None
+        strat = sub if counts.min() >= 2 and len(values) <= min(share, 1 - share) * len(sub) else None
         return train_test_split(rest, train_size=share, random_state=seed, stratify=strat)
 
     return _successive(len(labels), fractions, take)

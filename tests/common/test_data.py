@@ -121,3 +121,9 @@ def test_fingerprint_tracks_content_and_order():
     assert fingerprint(recs) != fingerprint(recs[::-1])
     assert len(fingerprint(recs)) == 16
     assert fingerprint([json.loads('{"t": "新车"}')]) != fingerprint([{"t": "新"}])
+
+
+def test_stratified_split_with_a_small_held_out_part_falls_back_instead_of_failing():
+    labels = [str(i % 5) for i in range(40)]
+    parts = stratified_split(labels, [0.95, 0.05], seed=0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(40)) and len(parts[1]) == 2
