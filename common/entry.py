@@ -14,14 +14,17 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
 import common.config  # noqa: F401  (registers the resolvers the YAML files use)
-from common.errors import UserError
+from common.errors import ConfigError, UserError
 from common.tracking import FAILURES_DIR
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,23 @@ def _record_failure(error: BaseException) -> None:
     (out / f"{hc.job.num}.txt").write_text(head.replace("\n", " ") + "\n\n" + tb, encoding="utf-8")
 
 
+def one_line(error: BaseException) -> str:
+    """Hydra's multi-line composition / override messages (and their OmegaConf cause) as one line."""
+    parts: list[str] = []
+    for cause in (error, error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else None):
+        for raw in str(cause or "").splitlines():
+            line = raw.strip().rstrip(".")
+            if line.startswith("Config search path"):
+                break
+            if not line or line.startswith(("full_key:", "object_type=", "reference_type=")) or line in parts:
+                continue
+            if raw.startswith("\t") and parts:  # the options listed under "Available options in 'exp':"
+                parts[-1] += ("" if parts[-1].endswith(":") else ",") + f" {line}"
+            else:
+                parts.append(line)
+    return "; ".join(parts)
+
+
 def run_job(task: Callable[[Any], Any], cfg: Any) -> Any:
     try:
         return task(cfg)
@@ -53,10 +73,34 @@ def run_job(task: Callable[[Any], Any], cfg: Any) -> Any:
             _record_failure(e)
             log.error("job failed, sweep continues: %s: %s", type(e).__name__, e)
             return math.nan  # Optuna marks the trial failed; the basic/joblib launchers move on
+        if isinstance(e, MissingMandatoryValue):  # a ``???`` the command line did not fill
+            e = ConfigError(f"{e.full_key}: missing mandatory value; give it on the command line ({e.full_key}=...)")
         if isinstance(e, UserError):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         raise
+
+
+def _reporting_errors(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
+    """Hydra prints a bad override or a missing config group option over several lines and exits 1; say it
+    in one ``error:`` line with exit 2 like every other user error (``HYDRA_FULL_ERROR=1`` keeps Hydra's)."""
+
+    @functools.wraps(hydra_main)
+    def cli(*args: Any, **kwargs: Any) -> Any:
+        from hydra.errors import CompactHydraException
+
+        if os.environ.get("HYDRA_FULL_ERROR"):
+            return hydra_main(*args, **kwargs)
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # let the exception reach us instead of being printed
+        try:
+            return hydra_main(*args, **kwargs)
+        except CompactHydraException as e:
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            sys.exit(2)
+        finally:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+    return cli
 
 
 def main(package: str, config_name: str = "train", config_path: str | None = None) -> Callable:
@@ -72,6 +116,7 @@ def main(package: str, config_name: str = "train", config_path: str | None = Non
         def job(cfg: Any) -> Any:
             return run_job(task, cfg)
 
-        return hydra.main(version_base="1.3", config_path=config_path or f"pkg://conf.{package}", config_name=config_name)(job)
+        hydra_main = hydra.main(version_base="1.3", config_path=config_path or f"pkg://conf.{package}", config_name=config_name)(job)
+        return _reporting_errors(hydra_main)
 
     return deco

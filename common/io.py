@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from common.errors import ConfigError
+
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
@@ -49,3 +51,16 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return Path(path)
+
+
+def check_writable(path: str | os.PathLike, key: str) -> Path:
+    """Refuse, before any work, an output ``path`` that cannot be written; :class:`ConfigError` naming ``key``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a directory, expected a file path")
+    parent = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not parent.is_dir():
+        raise ConfigError(f"{key}: cannot create {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: cannot create {path}: {parent} is not writable")
+    return path

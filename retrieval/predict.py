@@ -12,13 +12,10 @@ from common.errors import ConfigError
 
 def load_module(ckpt: str | Path):
     """A :class:`~retrieval.module.RetrievalModule` from a Lightning checkpoint (``weights_only=True``)."""
+    from common.checkpoints import load_module as load
     from retrieval.module import RetrievalModule
 
-    ckpt = Path(str(ckpt))
-    if not ckpt.is_file():
-        raise ConfigError(f"ckpt: no checkpoint file at {ckpt}")
-    module = RetrievalModule.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
-    return module.eval()
+    return load(RetrievalModule, ckpt)
 
 
 def transforms_of(module):

@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 TASKS = ("binary", "multiclass", "multilabel", "hierarchical")
 SOURCES = ("synthetic", "jsonl", "toutiao")
 SAMPLERS = ("none", "balanced", "rare", "oversample")
+# The 15 Toutiao news classes: code -> name (codes 105 and 111 are unused in the published set).
+TOUTIAO_CLASSES = {
+    "100": "news_story", "101": "news_culture", "102": "news_entertainment", "103": "news_sports",
+    "104": "news_finance", "106": "news_house", "107": "news_car", "108": "news_edu", "109": "news_tech",
+    "110": "news_military", "112": "news_travel", "113": "news_world", "114": "stock",
+    "115": "news_agriculture", "116": "news_game",
+}
 
 
 @dataclass
@@ -137,7 +144,11 @@ def read_toutiao(path: str | Path, keywords: bool = False, on_bad_record: str = 
             try:
                 if len(fields) not in (4, 5):
                     raise ValueError(f"expected 5 '_!_'-separated fields, got {len(fields)}")
-                name = require_text(fields[2], "category_name")
+                code, name = fields[1].strip(), require_text(fields[2], "category_name")
+                if code not in TOUTIAO_CLASSES:
+                    raise ValueError(f"unknown class code {code!r} (known: {', '.join(TOUTIAO_CLASSES)})")
+                if TOUTIAO_CLASSES[code] != name:
+                    raise ValueError(f"class code {code} is {TOUTIAO_CLASSES[code]!r}, not {name!r}")
                 text = require_text(fields[3], "headline")
                 if keywords and len(fields) == 5 and fields[4].strip():
                     text = f"{text} {fields[4].replace(',', ' ')}"

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import checkpoints
 from common.data.records import read_jsonl
 from common.errors import ConfigError, DataError
 from textcls import decoding
@@ -31,12 +32,7 @@ COMBINE = ("single", "intersection", "union", "mean", "two_stage")
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt") -> TextClassifier:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{key}: no checkpoint file at {path}")
-    model = TextClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-    model.eval()
-    return model
+    return checkpoints.load_module(TextClassifier, path, key)
 
 
 def detect_format(path: Path) -> str:

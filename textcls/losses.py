@@ -25,12 +25,18 @@ def resolve_pos_weight(spec, label_counts: Sequence[float], n: int, max_weight: 
         return None
     if spec == "auto":
         return auto_pos_weight(label_counts, n, max_weight)
-    if isinstance(spec, int | float):
+    values = list(spec) if isinstance(spec, Sequence) and not isinstance(spec, str) else [spec]
+    if not all(_is_number(v) and v > 0 for v in values):
+        raise ConfigError(f"module.pos_weight: expected null, auto, a positive number or a list of them, got {spec!r}")
+    if _is_number(spec):
         return torch.full((len(label_counts),), float(spec))
-    values = list(spec)
     if len(values) != len(label_counts):
         raise ConfigError(f"module.pos_weight: {len(values)} values for {len(label_counts)} labels")
     return torch.as_tensor([float(v) for v in values])
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def focal_loss(logits, target, gamma: float = 2.0, pos_weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,9 +13,10 @@ def predict(cfg) -> None:
     from textcls.inference import combine, load_checkpoint, read_texts
     from textcls.report import prediction_rows
 
+    docs = read_texts(cfg.input)  # the cheap checks first: no model is loaded for a bad input or output path
+    io.check_writable(cfg.output, "output")
     paths = list(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig | list) else [cfg.ckpt]
     models = [load_checkpoint(p, f"ckpt[{i}]" if len(paths) > 1 else "ckpt") for i, p in enumerate(paths)]
-    docs = read_texts(cfg.input)
     space, probs, pred, _ = combine(models, docs, cfg.combine, cfg.batch_size, labelled=False)
     io.write_jsonl(cfg.output, prediction_rows(docs, probs, pred, space))
     print(f"{len(docs)} predictions -> {cfg.output}")

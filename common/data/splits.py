@@ -28,7 +28,10 @@ def _successive(n: int, fractions: Sequence[float], take) -> list[np.ndarray]:
     _check(fractions)
     parts, rest, remaining = [], np.arange(n), 1.0
     for frac in fractions[:-1]:
-        taken, rest = take(rest, frac / remaining)
+        try:
+            taken, rest = take(rest, frac / remaining)
+        except ValueError:  # scikit-learn refuses an empty part
+            raise ConfigError(f"data.split: {n} records are too few to split into {list(fractions)} (a part would be empty)") from None
         parts.append(np.sort(taken))
         remaining -= frac
     parts.append(np.sort(rest))
