@@ -22,7 +22,7 @@ def load_module(cls: type[M], path: str | Path, key: str = "ckpt") -> M:
     try:
         module = cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # garbage, a truncated file, another package's checkpoint: all the file's fault
-        reason = (str(e).strip().splitlines() or [""])[0][:120]
+        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:100]
         raise ConfigError(f"{key}: {path} is not a readable {cls.__name__} checkpoint ({type(e).__name__}: {reason})") from None
     module.eval()
     return module

@@ -136,24 +136,34 @@ def text_field(folder: Path) -> list[str]:
     return [h for h in header if h != "id"][:1]
 
 
-def read_matches(folder: Path, on_bad_record: str = "error") -> list[tuple[str, str]]:
-    """Matched ``(tableA_id, tableB_id)``: ``matches.csv``, else the label-1 rows of the labelled pair files."""
+def _known_ids(a: str, b: str, known: tuple[set, set] | None) -> tuple[str, str]:
+    if known is not None:
+        for side, rid, ids in (("tableA", a, known[0]), ("tableB", b, known[1])):
+            if rid not in ids:
+                raise ValueError(f"{side}_id {rid!r} is not in {side}.csv")
+    return a, b
+
+
+def read_matches(folder: Path, on_bad_record: str = "error", known: tuple[set, set] | None = None) -> list[tuple[str, str]]:
+    """Matched ``(tableA_id, tableB_id)``: ``matches.csv``, else the label-1 rows of the labelled pair files.
+
+    With ``known`` (the ids of tableA and tableB) a pair naming another id is a ``file:line`` error."""
     f = folder / "matches.csv"
     if f.exists():
         rows = read_csv(f, required=["tableA_id", "tableB_id"], on_bad_record=on_bad_record,
-                        validate=lambda r: (require_text(r["tableA_id"], "tableA_id"), require_text(r["tableB_id"], "tableB_id")))
+                        validate=lambda r: _known_ids(require_text(r["tableA_id"], "tableA_id"), require_text(r["tableB_id"], "tableB_id"), known))
         return rows
     pairs = []
     for name in ("train.csv", "valid.csv", "test.csv"):
         if (folder / name).exists():
-            pairs += [(a, b) for a, b, y in read_pairs(folder / name, on_bad_record) if y == 1]
+            pairs += [(a, b) for a, b, y in read_pairs(folder / name, on_bad_record, known) if y == 1]
     if not pairs:
         raise DataError(f"{folder}: no matches.csv and no labelled train/valid/test.csv pairs")
     return pairs
 
 
-def read_pairs(path: Path, on_bad_record: str = "error") -> list[tuple[str, str, int]]:
-    """Labelled pairs ``tableA_id|ltable_id, tableB_id|rtable_id, label``."""
+def read_pairs(path: Path, on_bad_record: str = "error", known: tuple[set, set] | None = None) -> list[tuple[str, str, int]]:
+    """Labelled pairs ``tableA_id|ltable_id, tableB_id|rtable_id, label`` (ids checked against ``known``)."""
     import csv
 
     with Path(path).open(encoding="utf-8-sig", newline="") as f:
@@ -165,7 +175,7 @@ def read_pairs(path: Path, on_bad_record: str = "error") -> list[tuple[str, str,
         y = r["label"].strip()
         if y not in ("0", "1"):
             raise ValueError(f"label must be 0 or 1, got {y!r}")
-        return require_text(r[a], a), require_text(r[b], b), int(y)
+        return (*_known_ids(require_text(r[a], a), require_text(r[b], b), known), int(y))
 
     return read_csv(path, required=[a, b, "label"], validate=validate, on_bad_record=on_bad_record)
 
@@ -176,6 +186,9 @@ def read_deepmatcher(folder: str | Path, fields: list[str] | None = None, on_bad
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such DeepMatcher folder (expected tableA.csv, tableB.csv, matches.csv)")
+    for table in ("tableA.csv", "tableB.csv"):
+        if not (folder / table).is_file():
+            raise DataError(f"{folder / table}: no such file (a DeepMatcher folder holds tableA.csv, tableB.csv and matches)")
     fields = fields or text_field(folder)
     ta = _table(folder / "tableA.csv", fields, on_bad_record)
     tb = _table(folder / "tableB.csv", fields, on_bad_record)
@@ -186,11 +199,7 @@ def read_deepmatcher(folder: str | Path, fields: list[str] | None = None, on_bad
             x = parent[x]
         return x
 
-    for a, b in read_matches(folder, on_bad_record):
-        if a not in ta:
-            raise DataError(f"{folder / 'matches.csv'}: tableA_id {a!r} is not in tableA.csv")
-        if b not in tb:
-            raise DataError(f"{folder / 'matches.csv'}: tableB_id {b!r} is not in tableB.csv")
+    for a, b in read_matches(folder, on_bad_record, (set(ta), set(tb))):
         ra, rb = find(f"a:{a}"), find(f"b:{b}")
         if ra != rb:
             parent[ra] = rb
@@ -393,13 +402,27 @@ def collate_pairs(batch: list[list[dict]]) -> dict:
     return {"anchor": anchors, "pos": pos, "neg": negs}
 
 
-class UniqueGroupBatchSampler(torch.utils.data.Sampler):
-    """Shuffled batches of anchors whose groups are all different (no false negatives in the batch)."""
+class UniqueGroupBatchSampler(torch.utils.data.BatchSampler):
+    """Shuffled batches of anchors whose groups are all different (no false negatives in the batch).
 
-    def __init__(self, anchors: list[int], groups: list[str], batch_size: int, seed: int):
-        self.anchors, self.groups, self.bs, self.seed, self.epoch = anchors, groups, batch_size, seed, 0
+    Under DDP Lightning passes a ``DistributedSampler`` as ``sampler`` (only its rank and world size are
+    used): every rank draws the same global batches of ``batch_size * world`` anchors and takes every
+    world-th one, so one step sees exactly the batch one process would see with the global batch size
+    (a last batch is cut to a multiple of the world size so all ranks step together with equal shapes).
+    """
+
+    def __init__(self, anchors: list[int], groups: list[str], batch_size: int, seed: int, sampler=None):
+        self.anchors, self.groups, self.batch_size, self.seed, self.epoch = anchors, groups, batch_size, seed, 0
+        self.sampler, self.drop_last = sampler, False
+        self.rank, self.world = getattr(sampler, "rank", 0), getattr(sampler, "num_replicas", 1)
+        self.bs = batch_size * self.world
 
     def __iter__(self):
+        w = self.world
+        cut = (b[: len(b) - len(b) % w] for b in self._global_batches())
+        return iter([b[self.rank :: w] for b in cut if b])
+
+    def _global_batches(self) -> list[list[int]]:
         rng = random.Random(self.seed + self.epoch)
         self.epoch += 1
         order = list(range(len(self.anchors)))
@@ -423,7 +446,7 @@ class UniqueGroupBatchSampler(torch.utils.data.Sampler):
                         used.add(gr)
         if len(cur) > 1:
             batches.append(cur)
-        return iter(batches)
+        return batches
 
     def __len__(self):
         return max(1, len(self.anchors) // self.bs)

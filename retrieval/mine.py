@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import random
-from pathlib import Path
 
 import numpy as np
 
@@ -106,6 +105,8 @@ def flag_rows_from_deepmatcher(cat, split) -> tuple[list[dict], list[str]]:
 def main(cfg):
     from retrieval.data import read_flag_jsonl, read_jsonl
 
+    window = parse_range(cfg.range_for_sampling)  # config and output path first: no model loads for a typo
+    out = io.check_writable(cfg.output_file, "output_file")
     if cfg.input_file:
         rows = read_flag_jsonl(cfg.input_file)
         if cfg.candidate_pool:
@@ -123,9 +124,8 @@ def main(cfg):
         rows, pool = flag_rows_from_deepmatcher(cat, make_splits(cat, list(dcfg.split), dcfg.seed)["train"])
     else:
         raise ConfigError("input_file: give a FlagEmbedding JSONL, or data=deepmatcher data.path=<folder>")
-    mined = mine_texts(rows, pool, encoder_from_cfg(cfg), range_for_sampling=parse_range(cfg.range_for_sampling),
+    mined = mine_texts(rows, pool, encoder_from_cfg(cfg), range_for_sampling=window,
                        negative_number=int(cfg.negative_number), score_ceiling=cfg.score_ceiling, seed=int(cfg.seed))
-    out = Path(cfg.output_file)
     io.write_jsonl(out, mined)
     print(f"wrote {len(mined)} rows with {cfg.negative_number} negatives each to {out}")
 

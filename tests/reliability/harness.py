@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import io
 import sys
+import traceback
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
@@ -38,6 +39,9 @@ def call(module: str, *args: str, attr: str = "main") -> Ended:
                 code = result
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
+    except Exception:  # what the interpreter does with an uncaught exception: traceback, exit 1
+        err.write(traceback.format_exc())
+        code = 1
     finally:
         sys.argv = argv
         from hydra.core.global_hydra import GlobalHydra
