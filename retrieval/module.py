@@ -47,9 +47,21 @@ class RetrievalModule(pl.LightningModule):
     def forward(self, batch: dict) -> torch.Tensor:
         return self.net(batch)
 
+    def _global(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """Under DDP the whole global batch on every rank, gradients flowing back to each rank's part: in-batch
+        negatives and the loss are those of one process with the global batch (DDP's gradient mean then
+        equals that process's gradient)."""
+        if t is None or self.trainer.world_size == 1:
+            return t
+        return self.all_gather(t, sync_grads=True).flatten(0, 1)
+
     def training_step(self, batch, batch_idx):
         a, p = self.net(batch["anchor"]), self.net(batch["pos"])
         neg = self.net(batch["neg"]) if batch.get("neg") is not None else None
+        if self.trainer.world_size > 1:
+            a, p, neg = self._global(a), self._global(p), self._global(neg)
+            batch = {k: None if v is None else {f: self._global(v[f]) for f in ("idx", "label") if f in v}
+                     for k, v in batch.items()}
         hp = self.hparams
         if hp.loss == "infonce":
             groups_a = batch["anchor"]["idx"].new_tensor(self._group_ids(batch["anchor"]["idx"]))
@@ -82,7 +94,16 @@ class RetrievalModule(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._collect(batch)
 
+    def _gather_emb(self) -> None:
+        """Under DDP each rank embedded its shard (the sampler pads with repeats): every rank gets them all."""
+        if self.trainer.world_size == 1:
+            return
+        parts: list = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(parts, self._emb)
+        self._emb = {i: v for part in parts for i, v in part.items()}
+
     def _score(self, split_name: str, tune: bool) -> dict:
+        self._gather_emb()
         dm = self.trainer.datamodule
         split = dm.splits[split_name]
         metrics, curve = evaluate.score_split(self._emb, split, dm.catalog, f"{split_name}/",
