@@ -46,8 +46,12 @@ def load_aliases(path: str | Path) -> dict[str, list[str]]:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         else:
             data = json.loads(path.read_text(encoding="utf-8"))
-    except Exception as e:
-        raise DataError(f"{path}: cannot parse brand aliases ({type(e).__name__})") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: cannot parse brand aliases (invalid JSON: {e.msg} at column {e.colno})") from None
+    except Exception as e:  # YAML errors carry their position in problem_mark (0-based)
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise DataError(f"{where}: cannot parse brand aliases ({type(e).__name__})") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(a, str) for a in v) for v in data.values()):
         raise DataError(f"{path}: expected a mapping brand -> list of alias strings")
     return {str(k): list(v) for k, v in data.items()}
