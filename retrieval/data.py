@@ -490,13 +490,13 @@ def load_catalog(cfg: DataConfig) -> tuple[Catalog, dict[str, str] | None]:
                                 max_per_group=cfg.synth.max_per_group, image_size=cfg.synth.image_size,
                                 seed=cfg.synth.seed)
         return read_shopee(csv_path, on_bad_record=cfg.on_bad_record), synth.brand_of(csv_path.parent / "products_meta.jsonl")
+    if cfg.kind not in ("shopee", "deepmatcher"):
+        raise ConfigError(f"data.kind: expected synthetic|shopee|deepmatcher, got {cfg.kind!r}")
     if not cfg.path:
         raise ConfigError(f"data.path: required for data.kind={cfg.kind}")
     if cfg.kind == "shopee":
         return read_shopee(cfg.path, cfg.image_dir, cfg.on_bad_record), None
-    if cfg.kind == "deepmatcher":
-        return read_deepmatcher(cfg.path, list(cfg.fields) if cfg.fields else None, cfg.on_bad_record), None
-    raise ConfigError(f"data.kind: expected synthetic|shopee|deepmatcher, got {cfg.kind!r}")
+    return read_deepmatcher(cfg.path, list(cfg.fields) if cfg.fields else None, cfg.on_bad_record), None
 
 
 def negatives_from_file(path: str | Path, cat: Catalog) -> dict[int, list[int]]:

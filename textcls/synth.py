@@ -272,6 +272,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=12000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    from pathlib import Path
+
+    from common.errors import UserError
+    from common.io import check_writable
+
+    try:
+        check_writable(Path(args.out) / "train.jsonl", "--out")  # before generating anything
+    except UserError as e:
+        ap.exit(2, f"error: {e}\n")
     for name, path in write_split(args.out, args.n, args.seed).items():
         print(f"{name}: {path}")
 

@@ -59,6 +59,8 @@ TEXTCLS_CASES = [
     ("textcls-predict-missing-input", TC_PREDICT, [*TOOL, "ckpt={bad}/corrupt.ckpt", "input={tmp}/none.txt", "output={tmp}/out.jsonl"], r"error: {tmp}/none\.txt: no such file", ["{tmp}/out.jsonl"]),
     ("textcls-predict-unwritable-output", TC_PREDICT, [*TOOL, "ckpt={bad}/corrupt.ckpt", "input={bad}/texts.txt", "output={bad}/texts.txt/out.jsonl"],
      r"error: output: cannot create {bad}/texts\.txt/out\.jsonl: {bad}/texts\.txt is not a directory", []),
+    ("textcls-synth-unwritable-out", "textcls.synth", ["--out", "{bad}/texts.txt/carnews", "--n", "50"],
+     r"error: --out: cannot create {bad}/texts\.txt/carnews/train\.jsonl: {bad}/texts\.txt is not a directory", []),
 ]
 
 VLM, SERVE, ANNOTATE = "vlm.train", "vlm.serve:_main", "vlm.annotate"
@@ -87,6 +89,8 @@ VLM_CASES = [
     ("vlm-annotate-missing-data", ANNOTATE, [*TOOL, "+annotate=synthetic", "data.path={tmp}/none.jsonl"], r"error: {tmp}/none\.jsonl: no such file", ["{tmp}/logs/vlm.annotate"]),
     ("vlm-annotate-unknown-class", ANNOTATE, [*TOOL, "+annotate=synthetic", "data.path={bad}/annotate_unknown_class.jsonl"],
      r"error: {bad}/annotate_unknown_class\.jsonl:2: .*'Acme'.*", ["{tmp}/logs/vlm.annotate"]),
+    ("vlm-generate-missing-image", "vlm.generate", ["--images", "{tmp}/none.png", "--out", "{tmp}/captions.jsonl", "--captioner", "{tmp}"],
+     r"error: {tmp}/none\.png: missing image", ["{tmp}/captions.jsonl"]),
 ]
 
 RT, MINE, RT_EVAL = "retrieval.train", "retrieval.mine", "retrieval.eval"
@@ -106,6 +110,7 @@ RETRIEVAL_CASES = [
     ("retrieval-deepmatcher-unknown-match-id", RT, [*DM, "data.path={bad}/dm_unknown_id"], r"error: {bad}/dm_unknown_id/matches\.csv:3: tableB_id '99' is not in tableB\.csv", RUN_OUTPUTS),
     ("retrieval-negatives-file-without-pos", RT, [*SHOPEE, "data.path={bad}/shopee_good.csv", "data.negatives_file={bad}/flag_no_pos.jsonl"],
      r"error: {bad}/flag_no_pos\.jsonl:2: field 'pos' must be a non-empty list of non-empty strings", RUN_OUTPUTS),
+    ("retrieval-unknown-data-kind", RT, [*TRAIN, "data.kind=csv"], r"error: data\.kind: expected synthetic\|shopee\|deepmatcher, got 'csv'", RUN_OUTPUTS),
     ("retrieval-config-typo", RT, [*TRAIN, "+data.imagedir=x"], r"error: data\.imagedir: unknown key", RUN_OUTPUTS),
     ("retrieval-config-wrong-type", RT, [*TRAIN, "data.batch_size=big"], r"error: data\.batch_size: Value 'big' of type 'str' could not be converted to Integer", []),
     ("retrieval-model-typo", RT, [*TRAIN, "+model.temprature=0.1"], r"error: model\.temprature: unknown key", []),
@@ -120,6 +125,9 @@ RETRIEVAL_CASES = [
     ("retrieval-eval-missing-ckpt", RT_EVAL, [*TOOL, "logger=none", "ckpt={tmp}/none.ckpt", "data.path={bad}/dm_unknown_id"], r"error: ckpt: no checkpoint file at {tmp}/none\.ckpt", ["{tmp}/run/metrics.json"]),
     ("retrieval-eval-corrupt-ckpt", RT_EVAL, [*TOOL, "logger=none", "ckpt={bad}/corrupt.ckpt", "data.path={bad}/dm_unknown_id"],
      r"error: ckpt: {bad}/corrupt\.ckpt is not a readable RetrievalModule checkpoint \(UnpicklingError: .+\)", ["{tmp}/run/metrics.json"]),
+    ("retrieval-match-missing-ckpt", "retrieval.match", [*TOOL, "ckpt={tmp}/none.ckpt", "input={bad}/shopee_good.csv"], r"error: ckpt: no checkpoint file at {tmp}/none\.ckpt", []),
+    ("retrieval-index-corrupt-ckpt", "retrieval.index", [*TOOL, "ckpt={bad}/corrupt.ckpt"],
+     r"error: ckpt: {bad}/corrupt\.ckpt is not a readable RetrievalModule checkpoint \(UnpicklingError: .+\)", []),
 ]
 
 # Cases that fail only after a complete training run: its checkpoints stay (resumable), metrics.json must not appear.
