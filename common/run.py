@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from common import io, tracking
@@ -134,6 +135,35 @@ def _record_run(loggers: list, cfg: DictConfig, output_dir: Path) -> None:
                 mlf_client.set_tag(run_id, k, v)
 
 
+def drop_output_capturing_hooks(module) -> None:
+    """``ddp_spawn`` pickles the module to its workers, and transformers' output-capturing forward hooks (local
+    closures it installs on a model's first forward) cannot be pickled: drop them and their "installed" mark,
+    so the next forward, in whichever process, installs them again (see :class:`SpawnedTransformers`)."""
+    for m in module.modules():
+        for hid, fn in list(m._forward_hooks.items()):
+            if "output_capturing_hook" in getattr(fn, "__qualname__", ""):
+                for hooks in (m._forward_hooks, m._forward_hooks_with_kwargs, m._forward_hooks_always_called):
+                    hooks.pop(hid, None)
+        if getattr(m, "_output_capturing_hooks_installed", False):
+            m._output_capturing_hooks_installed = False
+
+
+class SpawnedTransformers(Callback):
+    """In a spawned worker no transformers model was constructed, so transformers' registry of what each model
+    class can record (filled by ``PreTrainedModel.__init__``) is empty and ``output_hidden_states`` comes back
+    None; register the unpickled models' classes again before the first forward."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        try:
+            from transformers import PreTrainedModel
+            from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+        except ImportError:  # another transformers version: nothing to repair
+            return
+        for m in pl_module.modules():
+            if isinstance(m, PreTrainedModel) and getattr(m, "_can_record_outputs", None):
+                _CAN_RECORD_REGISTRY[m] = m._can_record_outputs
+
+
 def _scalars(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
@@ -155,7 +185,9 @@ def train(cfg: DictConfig, build: Build | None = None, schemas: dict[str, type] 
     loggers = instantiate_loggers(cfg, resume_run_id)
     if not loggers:  # Lightning refuses an LR monitor without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, SpawnedTransformers()], logger=loggers or False)
+    if trainer.world_size > 1:
+        drop_output_capturing_hooks(module)
     if trainer.is_global_zero:
         _record_run(loggers, cfg, output_dir)
 

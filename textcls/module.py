@@ -143,7 +143,8 @@ class TextClassifier(pl.LightningModule):
     def _collect(self, stage: str, batch):
         logits = self(batch["ids"])
         loss = self._loss(logits, batch["target"])
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(batch["ids"]))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(batch["ids"]),
+                 sync_dist=True)
         out = self._outputs.setdefault(stage, [])
         out.append((self.probs(logits).detach().float().cpu(), batch["target"].cpu(), batch["index"].cpu()))
 

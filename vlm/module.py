@@ -71,7 +71,7 @@ class CaptionModule(pl.LightningModule):
     def _eval_step(self, batch, stage: str, dataloader_idx: int):
         if dataloader_idx == 0:
             loss = self.vlm(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixels"])
-            self.log(f"{stage}/loss", loss, batch_size=len(batch["prompts"]), add_dataloader_idx=False)
+            self.log(f"{stage}/loss", loss, batch_size=len(batch["prompts"]), add_dataloader_idx=False, sync_dist=True)
         ec = self.eval_cfg
         out = self.vlm.generate(batch["pixels"], batch["prompts"], max_new_tokens=ec.max_new_tokens,
                                 num_beams=ec.num_beams, do_sample=ec.do_sample, temperature=ec.temperature,
@@ -83,7 +83,24 @@ class CaptionModule(pl.LightningModule):
                 row["_pixels"] = (px * 255).round().byte().cpu().numpy()
             self._preds[dataloader_idx].append(row)
 
+    def _gather_preds(self) -> None:
+        """Under DDP each rank captioned its shard (rank r: items r, r + world, ...; the sampler pads the last
+        round with repeats): every rank gets all captions back in dataset order, each item once."""
+        world = self.trainer.world_size
+        if world == 1:
+            return
+        parts: list = [None] * world
+        torch.distributed.all_gather_object(parts, self._preds)
+        merged: dict[int, list[dict]] = {}
+        for idx in sorted({i for part in parts for i in part}):
+            rows = sorted(((j * world + r, row) for r, part in enumerate(parts) for j, row in enumerate(part.get(idx, []))),
+                          key=lambda t: t[0])
+            seen: set = set()
+            merged[idx] = [row for _, row in rows if not (row["id"] in seen or seen.add(row["id"]))]
+        self._preds = merged
+
     def _eval_end(self, stage: str) -> None:
+        self._gather_preds()
         names = self._names(stage)
         scores = {}
         for idx, preds in sorted(self._preds.items()):
