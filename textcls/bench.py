@@ -126,6 +126,7 @@ def toutiao_section(epochs: int, log_dir: Path, keys: list[str], tasks: list[str
             f"| {name} | {b['f1']:.4f} | {b['train_s']:.0f} | {b['predict_s']:.2f} | {m['acc']:.4f} | {m['macro_f1']:.4f} "
             f"| {m['train_s']:.0f} | {m['predict_s']:.2f} |"
         )
+        print(f"[bench] row {rows[-1]}", file=sys.stderr, flush=True)  # a long run shows its figures as they come
     head = (
         "| model | car-vs-other F1 | train s | predict s | 15-class acc | 15-class macro-F1 | train s | predict s |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|\n"
@@ -146,6 +147,8 @@ def synthetic_section(epochs: int, log_dir: Path) -> tuple[str, dict]:
 
         per[name] = {row.label: row for row in per_label(r["targets"], r["pred"], r["space"].labels)}
         per[name]["_metrics"] = _metrics(r)
+        f1s = ", ".join(f"{row.label.split('--')[-1]} {row.f1:.2f}" for row in per[name].values() if hasattr(row, "f1"))
+        print(f"[bench] synthetic / {name}: {f1s}", file=sys.stderr, flush=True)
     names = list(variants)
     head = "| tag | share | test positives | " + " | ".join(f"F1 {n}" for n in names) + " |\n|---|---:|---:|" + "---:|" * len(names) + "\n"
     rows = []
@@ -174,7 +177,8 @@ def machine() -> str:
     except OSError:
         pass
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
-    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}, load average {load}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"## Synthetic long tail (12,000 articles, 80/10/10; hierarchical TextCNN, {args.synth_epochs} epochs): per-tag test F1",
                 "", table, "",
             ]
-    parts.append(f"total wall time: {time.perf_counter() - t0:.0f} s")
+    parts.append(f"total wall time: {time.perf_counter() - t0:.0f} s; load average at the end: "
+                 + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + " (the wall times above are only comparable within one run)")
     text = "\n".join(parts) + "\n"
     io.write_text(args.out, text)
     print(text)
