@@ -167,8 +167,8 @@ def _format_omegaconf_error(e: OmegaConfBaseException, prefix: str) -> str:
     key = f"{prefix}.{key}" if prefix and key else (prefix or key)
     msg = str(e).split("\n")[0]
     if "not in" in msg.lower() and getattr(e, "key", None):
-        ref = getattr(e, "ref_type", None)
-        fields = [f.name for f in dataclasses.fields(ref)] if dataclasses.is_dataclass(ref) else []
+        owner = next((t for t in (getattr(e, "object_type", None), getattr(e, "ref_type", None)) if dataclasses.is_dataclass(t)), None)
+        fields = [f.name for f in dataclasses.fields(owner)] if owner is not None else []
         return f"{key}: unknown key{_suggest(str(e.key), fields)}"
     return f"{key}: {msg}"
 
