@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.data import samplers
 from common.data.fingerprint import fingerprint
-from common.data.records import BadRecords, read_jsonl, require_text
+from common.data.records import BadRecords, check_on_bad_record, read_jsonl, require_text
 from common.data.splits import random_split, stratified_split
 from common.errors import ConfigError, DataError
 from textcls.synth import Doc, generate
@@ -131,6 +131,7 @@ def read_docs(
 
 def read_toutiao(path: str | Path, keywords: bool = False, on_bad_record: str = "error") -> list[Doc]:
     """``id_!_code_!_name_!_headline_!_keywords`` lines -> docs labelled with the category name."""
+    check_on_bad_record(on_bad_record)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")

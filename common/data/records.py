@@ -36,9 +36,10 @@ class BadRecords:
             self.examples.append(where)
 
 
-def _check_on_bad(on_bad_record: str) -> None:
+def check_on_bad_record(on_bad_record: str) -> None:
+    """Readers take ``error`` or ``skip``; anything else is refused before a record is read."""
     if on_bad_record not in ("error", "skip"):
-        raise DataError(f"data.on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
+        raise DataError(f"data.on_bad_record: expected 'error' or 'skip', got {on_bad_record!r}")
 
 
 def _open(path: Path):
@@ -80,7 +81,7 @@ def read_jsonl(
     bad: BadRecords | None = None,
 ) -> list[T]:
     """Records of a JSON-lines file (blank lines ignored), each passed through ``validate``."""
-    _check_on_bad(on_bad_record)
+    check_on_bad_record(on_bad_record)
     path = Path(path)
     bad = bad if bad is not None else BadRecords()
 
@@ -117,7 +118,7 @@ def read_csv(
 
     ``required`` columns must all be present; with ``allowed``, any other column is an error too.
     """
-    _check_on_bad(on_bad_record)
+    check_on_bad_record(on_bad_record)
     path = Path(path)
     bad = bad if bad is not None else BadRecords()
     with _open(path) as f:

@@ -46,6 +46,8 @@ TEXTCLS_CASES = [
     ("textcls-toutiao-too-few-fields", TC, [*TOUTIAO, "data.train_file={bad}/toutiao_short.txt"], r"error: {bad}/toutiao_short\.txt:2: expected 5 '_!_'-separated fields, got 3", RUN_OUTPUTS),
     ("textcls-toutiao-unknown-code", TC, [*TOUTIAO, "data.train_file={bad}/toutiao_code.txt"], r"error: {bad}/toutiao_code\.txt:2: unknown class code '105' \(known: 100, 101, .*, 116\)", RUN_OUTPUTS),
     ("textcls-toutiao-code-name-mismatch", TC, [*TOUTIAO, "data.train_file={bad}/toutiao_name.txt"], r"error: {bad}/toutiao_name\.txt:2: class code 103 is 'news_sports', not 'news_car'", []),
+    ("textcls-toutiao-bad-on-bad-record", TC, [*TOUTIAO, "data.train_file={bad}/toutiao_code.txt", "+data.on_bad_record=ignore"],
+     r"error: data\.on_bad_record: expected 'error' or 'skip', got 'ignore'", RUN_OUTPUTS),
     ("textcls-pos-weight-word", TC, [*TRAIN, "module.pos_weight=lots", "data.synth.n=300"], r"error: module\.pos_weight: expected null, auto, a positive number or a list of them, got 'lots'", RUN_OUTPUTS),
     ("textcls-pos-weight-length", TC, [*TRAIN, "module.pos_weight=[1,2]", "data.synth.n=300"], r"error: module\.pos_weight: 2 values for 13 labels", RUN_OUTPUTS),
     ("textcls-config-typo", TC, [*TRAIN, "+data.tokenize=word"], r"error: data\.tokenize: unknown key \(did you mean 'tokenizer'\?\)", RUN_OUTPUTS),
