@@ -34,6 +34,11 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {dev}, python {platform.python_version()}"
 
 
+def load() -> str:
+    """1/5/15-minute load averages: the machine may be shared, and timings only mean something beside them."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def tfidf_scorer(cat):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -84,13 +89,14 @@ def retrieval_metrics(scores, cat, splits):
     return test
 
 
-def pair_metrics(pair_scores, pairs_dir, fields):
+def pair_metrics(pair_scores, pairs_dir, fields, prep=str):
     from retrieval.data import read_ditto
     from retrieval.rerank import best_pair_threshold, pair_prf, serialise
 
     def load(name):
         rows = read_ditto(pairs_dir / name)
-        return [serialise(a, fields) for a, _, _ in rows], [serialise(b, fields) for _, b, _ in rows], np.array([y for *_, y in rows])
+        return ([prep(serialise(a, fields)) for a, _, _ in rows], [prep(serialise(b, fields)) for _, b, _ in rows],
+                np.array([y for *_, y in rows]))
 
     lv, rv, yv = load("valid.txt")
     thr, _ = best_pair_threshold(pair_scores(lv, rv), yv)
@@ -125,21 +131,25 @@ def finetune(cat, splits, negatives, args, root):
     dm.catalog, dm.splits, dm.labels = cat, splits, {}
     dm.train_set = PairDataset(cat, splits["train"], ItemLoader(cat), args.num_negatives, args.seed, negatives)
     dm.fingerprint = ""
+    steps = args.epochs * max(1, len(dm.train_set.anchors) // args.batch_size)
     module = RetrievalModule({"text": {"name_or_path": "minilm", "pooling": "mean", "max_length": 48}, "image": None},
-                             loss="infonce", temperature=0.05, lr=args.lr, warmup_steps=5)
+                             loss="infonce", temperature=args.temperature, lr=args.lr, warmup_steps=max(1, steps // 10),
+                             symmetric=args.symmetric, schedule="linear")
     trainer = L.Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False, num_sanity_val_steps=0,
                         limit_val_batches=0, enable_progress_bar=True, accelerator="cpu", default_root_dir=str(root))
     trainer.fit(module, datamodule=dm)
     return module
 
 
-def train_reranker(pairs_dir, fields, args, root, held_out: set[str]):
+def train_reranker(pairs_dir, fields, args, root, held_out: set[str], prep=str):
     import lightning as L
 
     from retrieval.rerank import PairDataModule, RerankerModule
 
     dm = PairDataModule(str(pairs_dir), fields, batch_size=args.batch_size, loss="bce", neg_per_pos=args.rerank_neg_per_pos,
                         seed=args.seed, exclude_texts=held_out)
+    for name in ("train_pairs", "val_pairs", "test_pairs"):
+        setattr(dm, name, [(prep(a), prep(b), y) for a, b, y in getattr(dm, name)])
     module = RerankerModule({"name_or_path": "minilm", "max_length": args.rerank_max_length}, loss="bce", lr=args.rerank_lr)
     trainer = L.Trainer(max_epochs=args.rerank_epochs, logger=False, enable_checkpointing=False, num_sanity_val_steps=0,
                         accelerator="cpu", default_root_dir=str(root))
@@ -149,14 +159,20 @@ def train_reranker(pairs_dir, fields, args, root, held_out: set[str]):
 
 
 def bench_dataset(name, folder, args, root):
-    from retrieval.data import make_splits, read_deepmatcher, text_field
+    from retrieval.data import Split, make_splits, read_deepmatcher, text_field
     from retrieval.evaluate import score_matrices
     from retrieval.mine import mine_negatives
     from retrieval.models.text import TextTower
+    from retrieval.normalise import expand_codes
+    from retrieval.rerank import norm
 
     fields = text_field(folder)
     cat = read_deepmatcher(folder, fields)
     splits = make_splits(cat, [0.5, 0.2, 0.3], args.seed)
+    # no retrieval-test record in the reranker's training pairs (matched on the raw text, as the pair files hold it)
+    held_out = {norm(cat.titles[i]) for i in splits["test"].pool}
+    prep = expand_codes if args.normalise_codes else str  # every method gets the same inputs
+    cat.titles = [prep(t) for t in cat.titles]
     if args.max_gallery and len(splits["test"].gallery) > args.max_gallery:
         # CPU budget: keep every matched tableB record plus a seeded sample of the unmatched ones
         gal = splits["test"].gallery
@@ -174,36 +190,36 @@ def bench_dataset(name, folder, args, root):
 
     t = time.perf_counter()
     sc, pair_sc = tfidf_scorer(cat)
-    rows.append(("TF-IDF char 2-5 n-grams", retrieval_metrics(sc, cat, splits), pair_metrics(pair_sc, pairs_dir, fields), time.perf_counter() - t))
+    rows.append(("TF-IDF char 2-5 n-grams", retrieval_metrics(sc, cat, splits), pair_metrics(pair_sc, pairs_dir, fields, prep), time.perf_counter() - t))
     _row(name, rows)
 
     t = time.perf_counter()
     tower = TextTower("minilm", pooling="mean", max_length=48)
     enc = minilm_encoder(tower)
     sc, pair_sc, E = embed_scorer(enc, cat, needed)
-    rows.append(("MiniLM-L6 zero-shot", retrieval_metrics(sc, cat, splits), pair_metrics(pair_sc, pairs_dir, fields), time.perf_counter() - t))
+    rows.append(("MiniLM-L6 zero-shot", retrieval_metrics(sc, cat, splits), pair_metrics(pair_sc, pairs_dir, fields, prep), time.perf_counter() - t))
     _row(name, rows)
 
     t = time.perf_counter()
-    tr = splits["train"]
+    # training sees only its own matches: mining candidates and random negatives exclude every val/test record
+    held = set(splits["val"].pool.tolist()) | set(splits["test"].pool.tolist())
+    s = splits["train"]
+    tr = Split(s.queries, np.array([i for i in s.gallery if int(i) not in held]), s.pool)
     rel = tr.relevant(cat)
     q_emb, g_emb = E[tr.queries], E[tr.gallery]
     mined = mine_negatives(q_emb, g_emb, rel, [set() for _ in rel], range_for_sampling=(2, args.mine_hi),
                            negative_number=args.negative_number, seed=args.seed)
     negatives = {int(q): [int(tr.gallery[j]) for j in n] for q, n in zip(tr.queries, mined, strict=True)}
-    module = finetune(cat, splits, negatives, args, root)
+    module = finetune(cat, {**splits, "train": tr}, negatives, args, root)
     tower = module.net.text
     enc = minilm_encoder(tower)
     sc, pair_sc, E = embed_scorer(enc, cat, needed)
     ft = retrieval_metrics(sc, cat, splits)
-    rows.append(("MiniLM-L6 fine-tuned, mined negatives", ft, pair_metrics(pair_sc, pairs_dir, fields), time.perf_counter() - t))
+    rows.append(("MiniLM-L6 fine-tuned, mined negatives", ft, pair_metrics(pair_sc, pairs_dir, fields, prep), time.perf_counter() - t))
     _row(name, rows)
 
     t = time.perf_counter()
-    from retrieval.rerank import norm
-
-    held_out = {norm(cat.titles[i]) for i in splits["test"].pool}  # no retrieval-test record in its training pairs
-    reranker, res = train_reranker(pairs_dir, fields, args, root, held_out)
+    reranker, res = train_reranker(pairs_dir, fields, args, root, held_out, prep)
     from common.metrics.classification import PRF
     from retrieval.rerank import rerank
 
@@ -223,22 +239,40 @@ def bench_dataset(name, folder, args, root):
     return rows, len(te.queries), f"{len(te.gallery)} of {sum(1 for x in cat.side if x == 'b')}"
 
 
+def synthetic_vectors(n: int, dim: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered unit vectors (n // 500 centres, noise 0.5 per dimension) and near-duplicate queries, built in
+    float32 chunks so a million rows never need a float64 copy."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((max(16, n // 500), dim), dtype=np.float32)
+    x = np.empty((n, dim), np.float32)
+    for s in range(0, n, 100_000):
+        e = min(n, s + 100_000)
+        x[s:e] = centers[rng.integers(0, len(centers), e - s)] + 0.5 * rng.standard_normal((e - s, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[rng.choice(n, n_queries, replace=False)] + 0.05 * rng.standard_normal((n_queries, dim), dtype=np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return x, q
+
+
+def faiss_params(n: int) -> list[tuple[str, dict]]:
+    """Flat (exact), IVF with ~sqrt(n) lists trained on 40 rows per list (FAISS warns below 39), HNSW M=16 (sized for a 2-core CPU)."""
+    nlist = int(2 ** round(np.log2(max(16.0, np.sqrt(n)))))
+    return [("flat", {}),
+            ("ivf", {"nlist": nlist, "nprobe": 16, "train_size": min(n, 40 * nlist)}),
+            ("hnsw", {"hnsw_m": 16, "ef_construction": 40, "ef_search": 128})]
+
+
 def bench_faiss(n: int, dim: int, n_queries: int, seed: int):
     import faiss
 
     from common.metrics.retrieval import ranked_recall_at_k
     from retrieval.index import build_index
 
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((max(16, n // 500), dim)).astype(np.float32)
-    x = centers[rng.integers(0, len(centers), n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    q = x[rng.choice(n, n_queries, replace=False)] + 0.05 * rng.standard_normal((n_queries, dim)).astype(np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    x, q = synthetic_vectors(n, dim, n_queries, seed)
     out, exact = [], None
-    for kind, kw in (("flat", {}), ("ivf", {"nlist": int(4 * np.sqrt(n)), "nprobe": 16}), ("hnsw", {"hnsw_m": 32, "ef_search": 64})):
+    for kind, kw in faiss_params(n):
         t = time.perf_counter()
-        index = build_index(x, kind, gpu=False, **kw)
+        index = build_index(x, kind, gpu=False, seed=seed, **kw)
         build = time.perf_counter() - t
         t = time.perf_counter()
         _, ids = index.search(q, 10)
@@ -246,6 +280,8 @@ def bench_faiss(n: int, dim: int, n_queries: int, seed: int):
         if exact is None:
             exact = [set(r) for r in ids]
         out.append((kind, kw, build, qps, ranked_recall_at_k(ids, exact, 10)))
+        print(f"[bench faiss] {kind} {kw}: build {build:.1f} s, {qps:,.0f} QPS, recall@10 {out[-1][-1]:.3f}", flush=True)
+        del index
     return out, faiss.__version__
 
 
@@ -253,19 +289,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shared", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"))
     p.add_argument("--datasets", default="abt_buy,amazon_walmart")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-negatives", type=int, default=1)
     p.add_argument("--negative-number", type=int, default=10)
     p.add_argument("--mine-hi", type=int, default=30)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--rerank-epochs", type=int, default=2)
-    p.add_argument("--rerank-lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=True, help="InfoNCE both ways")
+    p.add_argument("--normalise-codes", action=argparse.BooleanOptionalAction, default=True,
+                   help="append separator-free product codes (DSC-W300 -> DSCW300) to every method's input")
+    p.add_argument("--rerank-epochs", type=int, default=3)
+    p.add_argument("--rerank-lr", type=float, default=8e-5)
     p.add_argument("--rerank-neg-per-pos", type=int, default=2)
-    p.add_argument("--rerank-max-length", type=int, default=48)
+    p.add_argument("--rerank-max-length", type=int, default=64)
     p.add_argument("--rerank-k", type=int, default=10)
     p.add_argument("--max-gallery", type=int, default=0, help="cap tableB (all matched records kept); 0 = all")
-    p.add_argument("--faiss-n", type=int, default=200_000)
+    p.add_argument("--faiss-n", type=int, default=1_000_000)
     p.add_argument("--faiss-dim", type=int, default=256)
     p.add_argument("--faiss-queries", type=int, default=1000)
     p.add_argument("--seed", type=int, default=42)
@@ -277,7 +317,13 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     root = Path(args.out).parent
     lines = ["# retrieval bench", "", f"command: `python -m retrieval.bench {' '.join(argv if argv is not None else sys.argv[1:])}`",
-             f"machine: {machine()}", ""]
+             f"machine: {machine()}; load average (1/5/15 min) at start {load()}", "",
+             f"settings: inputs = the name/title column{' with separator-free product codes appended' if args.normalise_codes else ''}"
+             f" (same for every method); fine-tuning {args.epochs} epochs, lr {args.lr:g} (10 % warm-up, linear decay), batch "
+             f"{args.batch_size}, temperature {args.temperature:g}, {'symmetric ' if args.symmetric else ''}InfoNCE, "
+             f"{args.num_negatives} mined negative(s) per query (ranks 2-{args.mine_hi} of the zero-shot model, train records only); "
+             f"reranker {args.rerank_epochs} epochs, lr {args.rerank_lr:g}, max_length {args.rerank_max_length}, "
+             f"{args.rerank_neg_per_pos} negatives per positive; max gallery {args.max_gallery or 'all'}", ""]
     shared = Path(args.shared)
     for name in [d for d in args.datasets.split(",") if d]:
         folder = shared / name
@@ -297,12 +343,13 @@ def main(argv=None) -> int:
         base, tuned = rows[0][1]["recall_at_1"], rows[2][1]["recall_at_1"]
         lines += ["", f"fine-tuned recall@1 - TF-IDF recall@1 = {tuned - base:+.3f} (target >= +0.10: {'met' if tuned - base >= 0.10 else 'NOT met'})", ""]
         print("\n".join(lines), flush=True)
+        io.write_text(args.out, "\n".join([*lines, "(run in progress: FAISS and later data sets not yet measured)", ""]))
     res, ver = bench_faiss(args.faiss_n, args.faiss_dim, args.faiss_queries, args.seed)
     lines += [f"## FAISS {ver} on {args.faiss_n:,} x {args.faiss_dim} synthetic unit vectors (clustered), {args.faiss_queries} queries, CPU",
               "", "| index | params | build s | QPS | recall@10 vs exact |", "|---|---|---|---|---|"]
     for kind, kw, build, qps, rec in res:
         lines.append(f"| {kind} | {', '.join(f'{k}={v}' for k, v in kw.items()) or '-'} | {build:.1f} | {qps:,.0f} | {rec:.3f} |")
-    lines += ["", f"total wall time: {time.perf_counter() - start:.0f} s", ""]
+    lines += ["", f"total wall time: {time.perf_counter() - start:.0f} s; load average (1/5/15 min) at end {load()}", ""]
     text = "\n".join(lines)
     io.write_text(args.out, text)
     print(text)

@@ -24,6 +24,8 @@ class ModelConfig:
     arcface: Any = field(default_factory=lambda: {"margin": 0.3, "scale": 30.0, "subcenters": 1})
     at_least: int = 1
     warmup_steps: int = 0
+    symmetric: bool = False  # InfoNCE in both directions (anchor -> positives and positive -> anchors)
+    schedule: str = "constant"  # after warm-up: constant | linear (decay to 0 at the last step)
     reranker: Any = None  # set (exp=reranker): train the cross-encoder on the data's labelled pairs instead
 
 

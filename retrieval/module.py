@@ -24,11 +24,13 @@ log = logging.getLogger(__name__)
 class RetrievalModule(pl.LightningModule):
     def __init__(self, model: dict, loss: str = "infonce", temperature: float = 0.05, lr: float = 1e-3,
                  weight_decay: float = 0.01, num_classes: int = 0, arcface: dict | None = None,
-                 at_least: int = 1, warmup_steps: int = 0):
+                 at_least: int = 1, warmup_steps: int = 0, symmetric: bool = False, schedule: str = "constant"):
         super().__init__()
         self.save_hyperparameters()
         if loss not in ("infonce", "siglip", "arcface"):
             raise ConfigError(f"model.loss: expected infonce|siglip|arcface, got {loss!r}")
+        if schedule not in ("constant", "linear"):
+            raise ConfigError(f"model.schedule: expected constant|linear, got {schedule!r}")
         self.net = MatchModel(**model)
         if loss == "siglip":
             from open_clip.loss import SigLipLoss
@@ -66,7 +68,8 @@ class RetrievalModule(pl.LightningModule):
         if hp.loss == "infonce":
             groups_a = batch["anchor"]["idx"].new_tensor(self._group_ids(batch["anchor"]["idx"]))
             cand_idx = batch["pos"]["idx"] if neg is None else torch.cat([batch["pos"]["idx"], batch["neg"]["idx"]])
-            loss = info_nce(a, p, neg, hp.temperature, groups_a, cand_idx.new_tensor(self._group_ids(cand_idx)))
+            loss = info_nce(a, p, neg, hp.temperature, groups_a, cand_idx.new_tensor(self._group_ids(cand_idx)),
+                            symmetric=hp.symmetric)
         elif hp.loss == "siglip":
             loss = self.siglip(a, p, self.logit_scale.exp(), self.logit_bias)
         else:
@@ -126,10 +129,18 @@ class RetrievalModule(pl.LightningModule):
         self.log_dict(self._score("test", tune=False))
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if not self.hparams.warmup_steps:
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if not hp.warmup_steps and hp.schedule == "constant":
             return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / self.hparams.warmup_steps))
+        total, warm = max(1, self.trainer.estimated_stepping_batches), max(1, hp.warmup_steps)
+
+        def factor(s):  # linear warm-up, then constant or linear decay to 0 at the last step
+            if s < warm:
+                return (s + 1) / warm
+            return 1.0 if hp.schedule == "constant" else max(0.0, (total - s) / max(1, total - warm))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------ end of run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from retrieval.losses import info_nce
@@ -62,3 +63,44 @@ def test_reranker_grouped_ce_and_rerank_order():
     assert torch.isfinite(loss)
     order = rerank(m, ["q1", "q2"], [["a", "b", "c"], ["d"]])
     assert sorted(order[0].tolist()) == [0, 1, 2] and order[1].tolist() == [0]
+
+
+def test_symmetric_info_nce_adds_the_positive_to_anchor_direction():
+    # anchors 0,1 and positives 0,1 aligned one way only: positive 1 is as close to anchor 0 as to anchor 1
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    g = torch.tensor([0, 1])
+    one = info_nce(a, p, None, 1.0, g, g)
+    both = info_nce(a, p, None, 1.0, g, g, symmetric=True)
+    logits = a @ p.T
+    expected_back = torch.nn.functional.cross_entropy(logits.T, torch.arange(2))
+    assert torch.allclose(both, (one + expected_back) / 2)
+    assert torch.allclose(info_nce(a, a, None, 1.0, g, g, symmetric=True), info_nce(a, a, None, 1.0, g, g))
+
+
+def test_expand_codes_appends_separator_free_product_codes():
+    from retrieval.normalise import expand_codes
+
+    assert expand_codes("Sony Cyber-shot DSC-W300 Camera") == "Sony Cyber-shot DSC-W300 Camera DSCW300"
+    assert expand_codes("Kingston KHX1600C9D3K2/4GX 4GB") == "Kingston KHX1600C9D3K2/4GX 4GB KHX1600C9D3K24GX"
+    assert expand_codes("Bose 5.1 wall-mount speakers") == "Bose 5.1 wall-mount speakers"  # digits only / letters only
+    assert expand_codes("3-pack") == "3-pack 3pack"
+    assert expand_codes("PSLX350H") == "PSLX350H"
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    from unittest.mock import PropertyMock, patch
+
+    from retrieval.module import RetrievalModule
+
+    m = RetrievalModule({"text": TINY_TEXT, "image": None}, lr=1.0, warmup_steps=2, schedule="linear")
+    with patch.object(RetrievalModule, "trainer", new_callable=PropertyMock) as tr:
+        tr.return_value.estimated_stepping_batches = 10
+        conf = m.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
