@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.data.fingerprint import fingerprint
 from common.data.images import load_image
-from common.data.records import read_csv, read_jsonl, require_text
+from common.data.records import check_utf8, read_csv, read_jsonl, require_text
 from common.data.splits import group_split
 from common.errors import ConfigError, DataError
 
@@ -166,7 +166,9 @@ def read_pairs(path: Path, on_bad_record: str = "error", known: tuple[set, set] 
     """Labelled pairs ``tableA_id|ltable_id, tableB_id|rtable_id, label`` (ids checked against ``known``)."""
     import csv
 
-    with Path(path).open(encoding="utf-8-sig", newline="") as f:
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
+    with check_utf8(path).open(encoding="utf-8-sig", newline="") as f:
         header = next(csv.reader(f), [])
     a = "tableA_id" if "tableA_id" in header else "ltable_id"
     b = "tableB_id" if "tableB_id" in header else "rtable_id"
@@ -189,6 +191,7 @@ def read_deepmatcher(folder: str | Path, fields: list[str] | None = None, on_bad
     for table in ("tableA.csv", "tableB.csv"):
         if not (folder / table).is_file():
             raise DataError(f"{folder / table}: no such file (a DeepMatcher folder holds tableA.csv, tableB.csv and matches)")
+        check_utf8(folder / table)  # text_field reads tableA's header through a decoder that reads ahead
     fields = fields or text_field(folder)
     ta = _table(folder / "tableA.csv", fields, on_bad_record)
     tb = _table(folder / "tableB.csv", fields, on_bad_record)
@@ -259,7 +262,7 @@ def read_ditto(path: str | Path) -> list[tuple[str, str, int]]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(check_utf8(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split("\t")

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.data import samplers
 from common.data.fingerprint import fingerprint
-from common.data.records import BadRecords, check_on_bad_record, read_jsonl, require_text
+from common.data.records import BadRecords, check_on_bad_record, check_utf8, read_jsonl, require_text
 from common.data.splits import random_split, stratified_split
 from common.errors import ConfigError, DataError
 from textcls.synth import Doc, generate
@@ -136,7 +136,7 @@ def read_toutiao(path: str | Path, keywords: bool = False, on_bad_record: str = 
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     docs, bad = [], BadRecords()
-    with path.open(encoding="utf-8-sig") as f:
+    with check_utf8(path).open(encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
             if not line.strip():

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from common import checkpoints
-from common.data.records import read_jsonl
+from common.data.records import check_utf8, read_jsonl
 from common.errors import ConfigError, DataError
 from textcls import decoding
 from textcls.data import TextDataset, _jsonl_doc, collate, read_toutiao
@@ -36,7 +36,7 @@ def load_checkpoint(path: str | Path, key: str = "ckpt") -> TextClassifier:
 
 
 def detect_format(path: Path) -> str:
-    with path.open(encoding="utf-8-sig") as f:
+    with check_utf8(path).open(encoding="utf-8-sig") as f:
         for line in f:
             if line.strip():
                 return "toutiao" if "_!_" in line and not line.lstrip().startswith("{") else "jsonl"

@@ -81,7 +81,9 @@ class Taxonomy:
         if not path.is_file():
             raise DataError(f"{path}: no such taxonomy file")
         labels: list[str] = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        from common.data.records import check_utf8
+
+        for lineno, line in enumerate(check_utf8(path).read_text(encoding="utf-8-sig").splitlines(), 1):
             names = [n.strip() for n in line.split("\t") if n.strip()]
             if not names:
                 continue

@@ -42,12 +42,25 @@ def check_on_bad_record(on_bad_record: str) -> None:
         raise DataError(f"data.on_bad_record: expected 'error' or 'skip', got {on_bad_record!r}")
 
 
+def check_utf8(path: str | Path) -> Path:
+    """Readers take UTF-8 text; a file in another encoding (GBK is common for Chinese data) fails on the
+    first line that is not UTF-8 instead of as a ``UnicodeDecodeError`` deep inside a reader."""
+    path = Path(path)
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save the file as UTF-8") from None
+    return path
+
+
 def _open(path: Path):
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file")
-    return path.open(encoding="utf-8-sig", newline="")
+    return check_utf8(path).open(encoding="utf-8-sig", newline="")
 
 
 def _collect(

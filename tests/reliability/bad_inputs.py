@@ -33,6 +33,10 @@ def _textcls(root: Path) -> None:
     (root / "toutiao_code.txt").write_text(ok + "2_!_105_!_news_car_!_理想L6到店_!_\n", encoding="utf-8")
     (root / "toutiao_name.txt").write_text(ok + "2_!_103_!_news_car_!_国足公布集训名单_!_\n", encoding="utf-8")
     (root / "texts.txt").write_text("小米SU7正式上市\n", encoding="utf-8")
+    gbk = json.dumps({"text": "理想L6到店", "doc_label": ["其他"]}, ensure_ascii=False)  # a GBK line after a UTF-8 one
+    (root / "tc_gbk.jsonl").write_bytes((json.dumps(GOOD_DOC, ensure_ascii=False) + "\n").encode() + (gbk + "\n").encode("gbk"))
+    (root / "toutiao_gbk.txt").write_bytes(ok.encode() + "2_!_107_!_news_car_!_理想L6到店_!_\n".encode("gbk"))
+    (root / "texts_gbk.txt").write_bytes("小米SU7正式上市\n".encode("gbk"))
     (root / "corrupt.ckpt").write_bytes(b"not a checkpoint at all")
 
 
@@ -66,6 +70,7 @@ def _retrieval(root: Path) -> None:
     for name, body in shopee.items():
         (root / f"shopee_{name}.csv").write_text(SHOPEE_HEADER + body, encoding="utf-8")
     (root / "shopee_unknown_column.csv").write_text(SHOPEE_HEADER.strip() + ",colour\n" + ok.strip() + ",red\n", encoding="utf-8")
+    (root / "shopee_gbk.csv").write_bytes((SHOPEE_HEADER + ok).encode() + "p2,b.png,ff,小米手环 8,g1\n".encode("gbk"))
     (root / "shopee_missing_column.csv").write_text("posting_id,image,title,label_group\np1,a.png,Sony X,g1\n", encoding="utf-8")
     rows = [f"p{g}{k},{'ab'[k]}.png,ff,item {g} photo {k},g{g}\n" for g in range(8) for k in range(2)]
     (root / "shopee_good.csv").write_text(SHOPEE_HEADER + "".join(rows), encoding="utf-8")
