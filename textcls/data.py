@@ -107,6 +107,9 @@ def _jsonl_doc(taxonomy: Taxonomy | None, allowed: set[str] | None):
             labels = [labels]
         if not isinstance(labels, list):
             raise ValueError(f"field 'doc_label' must be a list of strings, got {type(labels).__name__}")
+        bad = [label for label in labels if not isinstance(label, str) or not label.strip()]
+        if bad:
+            raise ValueError(f"field 'doc_label': label {bad[0]!r} must be a non-empty string")
         if taxonomy is not None:
             labels = taxonomy.check(labels)
         elif allowed is not None:

@@ -25,6 +25,7 @@ def _textcls(root: Path) -> None:
     _jsonl(root / "tc_bad_json.jsonl", [GOOD_DOC, '{"text": "比亚迪海豹上市", "doc_label": ["新车资讯--新车上市"]'])
     _jsonl(root / "tc_empty_text.jsonl", [GOOD_DOC, {"text": "   ", "doc_label": ["其他"]}])
     _jsonl(root / "tc_unknown_label.jsonl", [GOOD_DOC, GOOD_DOC, {"text": "理想L6试驾", "doc_label": ["新车资讯--试驾"]}])
+    _jsonl(root / "tc_label_not_text.jsonl", [GOOD_DOC, {"text": "理想L6到店", "doc_label": [1]}])
     _jsonl(root / "tc_two_docs.jsonl", [GOOD_DOC, {"text": "国足公布集训名单", "doc_label": ["其他"]}])
     (root / "taxonomy.txt").write_text("Root\t新车资讯\t其他\n新车资讯\t新车资讯--新车上市\t新车资讯--谍照\n", encoding="utf-8")
     (root / "taxonomy_child_first.txt").write_text("新车资讯--谍照\n新车资讯\n", encoding="utf-8")

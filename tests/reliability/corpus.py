@@ -37,6 +37,8 @@ TEXTCLS_CASES = [
      r"error: {bad}/tc_unknown_label\.jsonl:3: label '新车资讯--试驾' is not in the taxonomy \(新车资讯, 新车资讯--新车上市, 新车资讯--谍照\)", RUN_OUTPUTS),
     ("textcls-gbk-jsonl", TC, [*JSONL, "data.train_file={bad}/tc_gbk.jsonl"],
      r"error: {bad}/tc_gbk\.jsonl:2: not UTF-8 text \(byte 0xc0 at column 11\); save the file as UTF-8", RUN_OUTPUTS),
+    ("textcls-label-not-a-string", TC, [*JSONL, "data.train_file={bad}/tc_label_not_text.jsonl"],
+     r"error: {bad}/tc_label_not_text\.jsonl:2: field 'doc_label': label 1 must be a non-empty string", RUN_OUTPUTS),
     ("textcls-missing-file", TC, [*JSONL, "data.train_file={tmp}/none.jsonl"], r"error: {tmp}/none\.jsonl: no such file", RUN_OUTPUTS),
     ("textcls-empty-file", TC, [*JSONL, "data.train_file={bad}/empty.jsonl"], r"error: {bad}/empty\.jsonl: no records", RUN_OUTPUTS),
     ("textcls-directory-as-file", TC, [*JSONL, "data.train_file={bad}/dir.jsonl"], r"error: {bad}/dir\.jsonl: is a directory, expected a file", []),
