@@ -78,6 +78,11 @@ class RetrievalModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=a.shape[0])
         return loss
 
+    def on_train_epoch_start(self):
+        # transformers' from_pretrained returns towers in eval mode and Lightning keeps submodule modes:
+        # without this a pretrained tower would fine-tune with dropout off
+        self.net.train()
+
     def _group_ids(self, idx: torch.Tensor) -> list[int]:
         cat = self.trainer.datamodule.catalog
         if not hasattr(self, "_gid"):

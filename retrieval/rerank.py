@@ -100,6 +100,9 @@ class RerankerModule(pl.LightningModule):
         self.register_buffer("threshold", torch.tensor(0.0))
         self._scores, self._labels = [], []
 
+    def on_train_epoch_start(self):
+        self.net.train()  # from_pretrained returns eval mode (dropout off); Lightning keeps submodule modes
+
     def training_step(self, batch, batch_idx):
         if "docs" in batch:  # grouped CE, positive first
             n = len(batch["docs"][0])

@@ -104,3 +104,18 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+
+
+def test_training_epoch_puts_pretrained_towers_in_train_mode():
+    # from_pretrained returns eval mode and Lightning keeps submodule modes: dropout would stay off
+    from retrieval.module import RetrievalModule
+    from retrieval.rerank import RerankerModule
+
+    m = RetrievalModule({"text": TINY_TEXT, "image": None})
+    r = RerankerModule({"name_or_path": None, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 32})
+    for mod in (m, r):
+        mod.net.eval()
+        mod.train()  # what Lightning does to the top module only
+        mod.net.eval()
+        mod.on_train_epoch_start()
+        assert all(x.training for x in mod.net.modules())
