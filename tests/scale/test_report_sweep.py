@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 
+import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import ROOT, run_cli
@@ -32,6 +33,7 @@ def _markdown_rows(md: str) -> list[list[str]]:
     return [[c.strip() for c in x.strip().strip("|").split("|")] for x in [lines[0], *lines[2:]]]
 
 
+@pytest.mark.slow
 def test_lora_rank_sweep_then_make_report(tmp_path, scale_cache):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}", "MLFLOW_ARTIFACT_ROOT": str(tmp_path / "art")}
     sweep_dir = tmp_path / "sweep"

@@ -44,6 +44,7 @@ def test_optuna_search_composes_for_each_package(package):
             assert bounds[0] < bounds[1]
 
 
+@pytest.mark.slow
 def test_textcls_optuna_runs_two_trials_and_returns_its_metric(tmp_path):
     # module.lr is searched: a fixed value on the command line would take it out of the search space
     small = [o for o in TEXTCLS_SMALL if not o.startswith(("data.synth.n=", "trainer.max_epochs=", "module.lr="))]
@@ -72,6 +73,7 @@ def test_textcls_optuna_runs_two_trials_and_returns_its_metric(tmp_path):
     assert set(best["best_params"]) == set(space)
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_parallel_jobs_into_the_store(tmp_path, mlflow_uri):
     sweep = tmp_path / "sweep"
     res = run_cli(
