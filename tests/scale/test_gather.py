@@ -1,0 +1,57 @@
+"""What each rank evaluated comes back whole: the shards a DistributedSampler hands out (padded with repeats)
+merge into every item once, in dataset order. Hand-made shards, the collective replaced by its result."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch.utils.data import DistributedSampler
+
+from retrieval.module import RetrievalModule
+from vlm.module import CaptionModule
+
+ITEMS = ["a", "b", "c", "d", "e"]  # 5 items on 2 ranks: the sampler pads rank 1 with a repeat of "a"
+
+
+def _shards() -> list[list[int]]:
+    return [list(DistributedSampler(ITEMS, num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
+
+
+def _fake_all_gather(monkeypatch, per_rank: list) -> None:
+    def all_gather_object(parts, obj):
+        parts[:] = per_rank
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
+
+
+def test_shards_are_padded_with_a_repeat():
+    assert _shards() == [[0, 2, 4], [1, 3, 0]]
+
+
+def test_vlm_captions_gathered_once_each_in_dataset_order(monkeypatch):
+    preds = [{0: [{"id": ITEMS[i], "pred": f"cap {ITEMS[i]}"} for i in shard],
+              1: [{"id": f"t{i}", "pred": "x"} for i in shard]} for shard in _shards()]
+    _fake_all_gather(monkeypatch, preds)
+    me = SimpleNamespace(trainer=SimpleNamespace(world_size=2), _preds=preds[0])
+    CaptionModule._gather_preds(me)
+    assert [p["id"] for p in me._preds[0]] == ITEMS
+    assert [p["pred"] for p in me._preds[0]] == [f"cap {x}" for x in ITEMS]
+    assert [p["id"] for p in me._preds[1]] == [f"t{i}" for i in range(5)]
+
+
+def test_vlm_single_process_left_alone(monkeypatch):
+    _fake_all_gather(monkeypatch, [])
+    me = SimpleNamespace(trainer=SimpleNamespace(world_size=1), _preds={0: [{"id": "b"}, {"id": "a"}]})
+    CaptionModule._gather_preds(me)
+    assert me._preds == {0: [{"id": "b"}, {"id": "a"}]}
+
+
+def test_retrieval_embeddings_gathered_from_every_rank(monkeypatch):
+    emb = [{i: np.full(2, float(i)) for i in shard} for shard in _shards()]
+    _fake_all_gather(monkeypatch, emb)
+    me = SimpleNamespace(trainer=SimpleNamespace(world_size=2), _emb=emb[0])
+    RetrievalModule._gather_emb(me)
+    assert sorted(me._emb) == [0, 1, 2, 3, 4]
+    assert all((me._emb[i] == i).all() for i in range(5))
