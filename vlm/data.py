@@ -223,7 +223,11 @@ class BrandCaptionData(pl.LightningDataModule):
                 self.records[split] = read_records(f, image_root, cfg, image_size)
         if "train" in self.records and "val" not in self.records:
             recs = self.records["train"]
-            tr, va = stratified_split([r.brand or "none" for r in recs], [1 - cfg.val_fraction, cfg.val_fraction], seed)
+            try:
+                tr, va = stratified_split([r.brand or "none" for r in recs], [1 - cfg.val_fraction, cfg.val_fraction], seed)
+            except ConfigError:  # the split helper names data.split; here the fraction is val_fraction
+                raise ConfigError(f"data.val_fraction: {len(recs)} training records are too few to hold out "
+                                  f"{cfg.val_fraction} for validation; give data.val_file") from None
             self.records["train"], self.records["val"] = [recs[i] for i in tr], [recs[i] for i in va]
         self._filter_brands()
         brands = sorted({r.brand for rs in self.records.values() for r in rs if r.brand})

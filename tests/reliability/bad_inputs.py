@@ -52,6 +52,7 @@ def _vlm(root: Path) -> None:
     _jsonl(root / "v_llava_no_answer.jsonl", [GOOD_CAPTION, {"id": "b", "image": "ok.png", "brand": "Zorvik",
                                                              "conversations": [{"from": "human", "value": "<image>\nWhat is this?"}]}])
     _jsonl(root / "v_good.jsonl", [GOOD_CAPTION, {**second, "image": "ok.png"}])
+    _jsonl(root / "v_one.jsonl", [GOOD_CAPTION])
     (root / "aliases_unknown_brand.json").write_text(json.dumps({"Acme": ["ACME Corp"]}), encoding="utf-8")
     _jsonl(root / "annotate_unknown_class.jsonl", [{"id": "a", "image": "ok.png", "brand": "Zorvik"},
                                                    {"id": "b", "image": "ok.png", "brand": "Acme"}])

@@ -83,6 +83,8 @@ VLM_CASES = [
     ("vlm-llava-without-assistant", VLM, [*VJSONL, "data.train_file={bad}/v_llava_no_answer.jsonl"], r"error: {bad}/v_llava_no_answer\.jsonl:2: conversation has no assistant \(gpt\) turn", RUN_OUTPUTS),
     ("vlm-alias-unknown-brand", VLM, [*VJSONL, "data.train_file={bad}/v_good.jsonl", "data.val_file={bad}/v_good.jsonl", "data.brand_aliases={bad}/aliases_unknown_brand.json"],
      r"error: {bad}/aliases_unknown_brand\.json: aliases given for unknown brand\(s\): Acme", RUN_OUTPUTS),
+    ("vlm-too-few-to-hold-out-val", VLM, [*VJSONL, "data.train_file={bad}/v_one.jsonl"],
+     r"error: data\.val_fraction: 1 training records are too few to hold out 0\.1 for validation; give data\.val_file", RUN_OUTPUTS),
     ("vlm-alias-bad-json", VLM, [*VJSONL, "data.train_file={bad}/v_good.jsonl", "data.brand_aliases={bad}/aliases_bad.json"],
      r"error: {bad}/aliases_bad\.json:1: cannot parse brand aliases \(invalid JSON: .+ at column 2\)", []),
     ("vlm-alias-missing", VLM, [*VJSONL, "data.train_file={bad}/v_good.jsonl", "data.brand_aliases={tmp}/none.json"], r"error: {tmp}/none\.json: brand alias file not found", []),
