@@ -4,7 +4,9 @@ It points Hydra at the package's config dir (``conf/<package>/``, shipped as ``p
 shared groups in ``conf/`` come in through the primary config's ``hydra.searchpath``) and decides how
 errors end a job:
 
-* a :class:`~common.errors.UserError` (bad data, bad config) prints one line ``error: …`` and exits 2;
+* a :class:`~common.errors.UserError` (bad data, bad config), a ``???`` value left unset, and Hydra's own
+  composition errors (a key that is not in the config, an unknown group option such as ``+exp=nope``) print
+  one line ``error: …`` and exit 2;
 * inside a multirun every failing job is recorded in ``<sweep_dir>/failed_jobs/`` and the sweep goes on;
   :class:`common.tracking.SweepCallback` reports the failures and exits non-zero at the end.
 """
