@@ -14,7 +14,7 @@ import csv
 import io as _io
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,10 +27,12 @@ from common.tracking import shown_overrides
 class Table:
     columns: list[str]
     rows: list[list[str]]
+    fixed: dict[str, str] = field(default_factory=dict)  # overrides left out as columns: the same in every row
 
     def markdown(self) -> str:
+        note = ("Same in every row: " + " ".join(f"`{k}={v}`" for k, v in self.fixed.items()) + "\n\n") if self.fixed else ""
         head = "| " + " | ".join(self.columns) + " |\n|" + "|".join("---" for _ in self.columns) + "|\n"
-        return head + "".join("| " + " | ".join(r) + " |\n" for r in self.rows)
+        return note + head + "".join("| " + " | ".join(r) + " |\n" for r in self.rows)
 
     def csv(self) -> str:
         buf = _io.StringIO()
@@ -64,9 +66,11 @@ def runs_table(
     sweep: str | None = None,
     tags: dict[str, str] | None = None,
     since: datetime | None = None,
+    varying_only: bool = False,
 ) -> Table:
     """Table of runs in ``experiment``; ``sweep`` keeps the children of one sweep (its dir, parent run id
-    or ``latest``); ``tags`` keeps runs with those tag values; ``since`` keeps runs started after it."""
+    or ``latest``); ``tags`` keeps runs with those tag values; ``since`` keeps runs started after it;
+    ``varying_only`` turns override columns with one value in every row into a line above the table."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -95,6 +99,10 @@ def runs_table(
 
     overrides = [_overrides(r.data.tags) for r in runs]
     keys = sorted({k for o in overrides for k in o})
+    fixed = {}
+    if varying_only and len(runs) > 1:
+        fixed = {k: overrides[0][k] for k in keys if all(k in o and o[k] == overrides[0][k] for o in overrides)}
+        keys = [k for k in keys if k not in fixed]
     if metrics is None:  # what the packages asked for (config key report_metrics), else every test/* metric
         wanted = [json.loads(r.data.tags.get("report_metrics") or "[]") for r in runs]
         metrics = list(dict.fromkeys(m for w in wanted for m in w)) or sorted(
@@ -107,7 +115,7 @@ def runs_table(
         rows.append(
             [r.info.run_id[:8], started, r.info.status, *[ov.get(k, "") for k in keys], *[_fmt(r.data.metrics.get(m)) for m in metrics]]
         )
-    return Table(columns, rows)
+    return Table(columns, rows, fixed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", action="append", default=[], help="key=value, repeatable")
     p.add_argument("--since", default=None, help="YYYY-MM-DD")
     p.add_argument("--filter", default="", help="an MLflow search filter string")
+    p.add_argument("--varying-only", action="store_true",
+                   help="override columns only for keys whose value differs between rows (the rest in one line)")
     p.add_argument("--out", default=None, help="write OUT.md and OUT.csv (atomically) besides printing")
     a = p.parse_args(argv)
     import os
@@ -129,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tags = dict(t.split("=", 1) for t in a.tag)
         since = datetime.strptime(a.since, "%Y-%m-%d").replace(tzinfo=UTC) if a.since else None
-        table = runs_table(uri, a.experiment, a.metrics.split(",") if a.metrics else None, a.filter, a.sweep, tags, since)
+        table = runs_table(uri, a.experiment, a.metrics.split(",") if a.metrics else None, a.filter, a.sweep, tags, since,
+                           a.varying_only)
     except (UserError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

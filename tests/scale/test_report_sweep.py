@@ -73,3 +73,13 @@ def test_lora_rank_sweep_then_make_report(tmp_path, scale_cache):
     assert out.with_suffix(".md").read_text() == report.stdout.rstrip("\n") + "\n"
     with out.with_suffix(".csv").open(newline="") as f:
         assert list(csv.reader(f)) == [header, *rows]
+
+    # --varying-only: r is the one override column; what every job shares is one line above the table
+    narrow = subprocess.run([*argv[:3], "--experiment", "vlm", "--sweep", "latest", "--varying-only"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True)
+    assert narrow.returncode == 0, narrow.stderr
+    note = narrow.stdout.splitlines()[0]
+    assert note.startswith("Same in every row: ") and "`exp=lora`" in note and "`data.batch_size=16`" in note
+    n_header, *n_rows = _markdown_rows(narrow.stdout)
+    assert n_header == ["run", "started", "status", "model.lora.r", *recalls]
+    assert n_rows == [[*r[:3], r[col], *r[-6:]] for r in rows]
