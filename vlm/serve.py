@@ -466,7 +466,9 @@ def run_from_config(cfg) -> None:
 
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.get("allow_remote", False):
         raise ConfigError(f"host: {cfg.host!r} would expose the server beyond this machine; set allow_remote=true to mean it")
-    if not 0 <= int(cfg.port) <= 65535:
+    if isinstance(cfg.port, bool) or not isinstance(cfg.port, int):
+        raise ConfigError(f"port: must be an integer in [0, 65535], got {cfg.port!r}")
+    if not 0 <= cfg.port <= 65535:
         raise ConfigError(f"port: must be in [0, 65535], got {cfg.port}")
     from hydra.errors import InstantiationException
 

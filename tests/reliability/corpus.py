@@ -94,6 +94,7 @@ VLM_CASES = [
     ("vlm-model-typo", VLM, [*TRAIN, "+model.lora.rank=8"], r"error: model\.lora\.rank: unknown key", []),
     ("vlm-serve-remote-host", SERVE, [*TOOL, "host=0.0.0.0"], r"error: host: '0\.0\.0\.0' would expose the server beyond this machine; set allow_remote=true to mean it", []),
     ("vlm-serve-bad-port", SERVE, [*TOOL, "port=70000"], r"error: port: must be in \[0, 65535\], got 70000", []),
+    ("vlm-serve-port-not-a-number", SERVE, [*TOOL, "port=http"], r"error: port: must be an integer in \[0, 65535\], got 'http'", []),
     ("vlm-serve-missing-checkpoint", SERVE, [*TOOL, "checkpoint={tmp}/nope", "port=0"], r"error: {tmp}/nope: not a captioner export \(no captioner\.json\)", []),
     ("vlm-annotate-no-classes", ANNOTATE, TOOL, r"error: classes: give classes\.list \(a list\) or classes\.file \(a YAML list of classes\)", ["{tmp}/logs/vlm.annotate"]),
     ("vlm-annotate-bad-temperature", ANNOTATE, [*TOOL, "+annotate=synthetic", "generation.temperature=5"], r"error: generation\.temperature: expected a number in \[0\.0, 2\.0\], got 5", ["{tmp}/logs/vlm.annotate"]),

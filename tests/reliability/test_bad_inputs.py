@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.reliability.bad_inputs import make_bad_inputs
-from tests.reliability.corpus import CASES, FAILS_AFTER_TRAINING, TABLES, TOY
+from tests.reliability.corpus import CASES, FAILS_AFTER_TRAINING, TABLES
 from tests.reliability.harness import call
 
 
@@ -49,10 +49,20 @@ def test_common_report_bad_filter_is_one_line(mlflow_uri, tmp_path):
     assert not list(tmp_path.glob("r.*"))
 
 
-def test_exit_code_on_the_real_command_line(tmp_path):
-    res = run_cli("-m", TOY, "module.lr=fast", "logger=none", f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run")
-    assert res.returncode == 2
-    assert [line for line in res.stderr.splitlines() if line.strip()] == ["error: module.lr: expected float, got str 'fast'"]
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["host=0.0.0.0"], "error: host: '0.0.0.0' would expose the server beyond this machine; set allow_remote=true to mean it"),
+        (["+exp=nope"], "error: In 'serve': Could not find 'exp/nope'; Available options in 'exp': crop, "),
+    ],
+    ids=["user-error", "hydra-composition-error"],
+)
+def test_exit_code_on_the_real_command_line(tmp_path, args, line):
+    """A fresh interpreter (vlm.serve fails before loading any model, so this costs about a second)."""
+    res = run_cli("-m", "vlm.serve", *args, f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run")
+    assert res.returncode == 2, res.stderr[-3000:]
+    lines = [text for text in res.stderr.splitlines() if text.strip()]
+    assert len(lines) == 1 and lines[0].startswith(line), res.stderr[-3000:]
 
 
 def test_corpus_covers_every_package_with_at_least_30_cases():
