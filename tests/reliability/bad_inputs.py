@@ -54,6 +54,8 @@ def _vlm(root: Path) -> None:
     _jsonl(root / "v_good.jsonl", [GOOD_CAPTION, {**second, "image": "ok.png"}])
     _jsonl(root / "v_one.jsonl", [GOOD_CAPTION])
     (root / "aliases_unknown_brand.json").write_text(json.dumps({"Acme": ["ACME Corp"]}), encoding="utf-8")
+    (root / "classes_not_yaml.yaml").write_text("{not: [yaml\n", encoding="utf-8")
+    (root / "classes_unknown_key.yaml").write_text("- name: Zorvik\n  colour: red\n", encoding="utf-8")
     _jsonl(root / "annotate_unknown_class.jsonl", [{"id": "a", "image": "ok.png", "brand": "Zorvik"},
                                                    {"id": "b", "image": "ok.png", "brand": "Acme"}])
 
