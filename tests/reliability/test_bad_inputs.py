@@ -1,7 +1,7 @@
 """The corpus of bad inputs (:mod:`tests.reliability.corpus`): each case ends with exactly one ``error: ...``
 line, a non-zero exit, and no partial output.
 
-Cases run in-process (:func:`tests.reliability.harness.call`); one goes through a real interpreter to prove
+Cases run in-process (:func:`tests.reliability.harness.call`); two go through a real interpreter to prove
 the exit code on the command line.
 """
 
