@@ -43,6 +43,7 @@ class RetrievalModule(pl.LightningModule):
                 raise ConfigError("model.loss=arcface: needs at least 2 training groups")
             self.arcface = ArcFace(self.net.dim, num_classes, **(arcface or {}))
         self.register_buffer("threshold", torch.tensor(0.5))
+        self.net.train()  # see on_train_epoch_start
         self._emb: dict[int, np.ndarray] = {}
         self.curves: dict[str, list] = {}
 

@@ -97,6 +97,7 @@ class RerankerModule(pl.LightningModule):
         if loss not in ("bce", "grouped_ce"):
             raise ConfigError(f"reranker.loss: expected bce|grouped_ce, got {loss!r}")
         self.net = CrossEncoder(**encoder)
+        self.net.train()  # see on_train_epoch_start
         self.register_buffer("threshold", torch.tensor(0.0))
         self._scores, self._labels = [], []
 
