@@ -281,7 +281,7 @@ def make_splits(cat: Catalog, fractions, seed: int) -> dict[str, Split]:
             matched[g].add(cat.side[i])
         groups = [g for g, s in matched.items() if s == {"a", "b"}]
         if len(groups) < 3:
-            raise DataError("DeepMatcher data: fewer than 3 matched groups, cannot split")
+            raise DataError("data: fewer than 3 groups with items on both sides (tableA/tableB or query/gallery), cannot split")
         parts = group_split(groups, fractions, seed)
         gallery = np.array([i for i, s in enumerate(cat.side) if s == "b"])
         out = {}
@@ -493,12 +493,18 @@ def load_catalog(cfg: DataConfig) -> tuple[Catalog, dict[str, str] | None]:
                                 max_per_group=cfg.synth.max_per_group, image_size=cfg.synth.image_size,
                                 seed=cfg.synth.seed)
         return read_shopee(csv_path, on_bad_record=cfg.on_bad_record), synth.brand_of(csv_path.parent / "products_meta.jsonl")
-    if cfg.kind not in ("shopee", "deepmatcher"):
-        raise ConfigError(f"data.kind: expected synthetic|shopee|deepmatcher, got {cfg.kind!r}")
+    if cfg.kind not in ("shopee", "deepmatcher", "query_gallery"):
+        raise ConfigError(f"data.kind: expected synthetic|shopee|deepmatcher|query_gallery, got {cfg.kind!r}")
     if not cfg.path:
         raise ConfigError(f"data.path: required for data.kind={cfg.kind}")
     if cfg.kind == "shopee":
         return read_shopee(cfg.path, cfg.image_dir, cfg.on_bad_record), None
+    if cfg.kind == "query_gallery":
+        if not cfg.gallery:
+            raise ConfigError("data.gallery: required for data.kind=query_gallery (the gallery JSONL)")
+        # queries are side "a", gallery side "b": the DeepMatcher splits (group-wise queries vs the whole
+        # gallery) and all_split (every query with a match vs the gallery) apply unchanged
+        return read_query_gallery(cfg.path, cfg.gallery, cfg.on_bad_record)[0], None
     return read_deepmatcher(cfg.path, list(cfg.fields) if cfg.fields else None, cfg.on_bad_record), None
 
 

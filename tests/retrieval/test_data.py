@@ -169,3 +169,25 @@ def test_pair_scores_on_labelled_pairs_cover_unmatched_records(tmp_path):
     m = pair_scores_from_files(d, cat, emb, threshold=0.7)
     # predicted matches: (0,10) 1.0, (1,11) 0.8, (2,12) 1.0 (a false positive); (2,10) 0.8 (false positive)
     assert m["pair_recall"] == 1.0 and m["pair_precision"] == 0.5
+
+
+def test_query_gallery_jsonl_through_the_data_config(tmp_path):
+    from common.errors import ConfigError, DataError
+    from retrieval.data import DataConfig, all_split, load_catalog
+
+    q, g = tmp_path / "queries.jsonl", tmp_path / "gallery.jsonl"
+    q.write_text('{"id": 1, "title": "Sony WH-1000XM4", "group": "s1"}\n'
+                 '{"id": 2, "title": "Apple iPad 10.2 64GB", "group": "a1"}\n', encoding="utf-8")
+    g.write_text('{"id": 1, "title": "sony wh1000xm4 headphones", "group": "s1"}\n'
+                 '{"id": 2, "title": "ipad 10.2in 64 GB", "group": "a1"}\n'
+                 '{"id": 3, "title": "Bose QC45", "group": "b9"}\n', encoding="utf-8")
+    cat, _ = load_catalog(DataConfig(kind="query_gallery", path=str(q), gallery=str(g)))
+    assert cat.ids == ["q:1", "q:2", "g:1", "g:2", "g:3"] and cat.side == ["a", "a", "b", "b", "b"]
+    split = all_split(cat)
+    assert split.queries.tolist() == [0, 1] and split.gallery.tolist() == [2, 3, 4]
+    assert [sorted(r) for r in split.relevant(cat)] == [[0], [1]]  # positions in the gallery
+    with pytest.raises(ConfigError, match=r"^data\.gallery: required for data\.kind=query_gallery"):
+        load_catalog(DataConfig(kind="query_gallery", path=str(q)))
+    g.write_text('{"id": 1, "title": "", "group": "s1"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{g}:1: "):
+        load_catalog(DataConfig(kind="query_gallery", path=str(q), gallery=str(g)))
