@@ -56,3 +56,29 @@ class RngState(pl.Callback):
         np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
         py_version, py_state, py_gauss = state["python"]
         random.setstate((py_version, tuple(py_state), py_gauss))
+
+
+class ValidateFinalEpoch(pl.Callback):
+    """Validate on the last epoch whatever ``check_val_every_n_epoch`` says.
+
+    Lightning validates only when ``epoch + 1`` is a multiple of ``check_val_every_n_epoch``, so a run whose
+    ``max_epochs`` is not one (``trainer.max_epochs=3`` against vlm's 5, a short sweep trial) ends without the
+    monitored val metric: ``optimized_metric`` is missing or stale and the checkpoint monitor never sees the
+    final weights. For the last epoch only, validate as if N were 1 (so ModelCheckpoint also saves at that
+    epoch's end, as it does for N=1); the setting is put back when fitting ends.
+    """
+
+    def __init__(self) -> None:
+        self._every: int | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        every, last = trainer.check_val_every_n_epoch, trainer.max_epochs
+        if every is None or every <= 1 or last is None or last < 1 or trainer.current_epoch != last - 1:
+            return
+        if last % every:
+            self._every = every
+            trainer.check_val_every_n_epoch = 1
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self._every is not None:
+            trainer.check_val_every_n_epoch, self._every = self._every, None

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from common import io, tracking
+from common.callbacks import ValidateFinalEpoch
 from common.config import validate
 from common.errors import ConfigError
 
@@ -185,7 +186,9 @@ def train(cfg: DictConfig, build: Build | None = None, schemas: dict[str, type] 
     loggers = instantiate_loggers(cfg, resume_run_id)
     if not loggers:  # Lightning refuses an LR monitor without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, SpawnedTransformers()], logger=loggers or False)
+    # ValidateFinalEpoch: the last epoch validates even when check_val_every_n_epoch does not divide max_epochs
+    callbacks = [*callbacks, SpawnedTransformers(), ValidateFinalEpoch()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.world_size > 1:
         drop_output_capturing_hooks(module)
     if trainer.is_global_zero:
