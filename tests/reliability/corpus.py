@@ -52,7 +52,7 @@ TEXTCLS_CASES = [
      r"error: {bad}/toutiao_gbk\.txt:2: not UTF-8 text \(byte 0xc0 at column 22\); save the file as UTF-8", RUN_OUTPUTS),
     ("textcls-toutiao-unknown-code", TC, [*TOUTIAO, "data.train_file={bad}/toutiao_code.txt"], r"error: {bad}/toutiao_code\.txt:2: unknown class code '105' \(known: 100, 101, .*, 116\)", RUN_OUTPUTS),
     ("textcls-toutiao-code-name-mismatch", TC, [*TOUTIAO, "data.train_file={bad}/toutiao_name.txt"], r"error: {bad}/toutiao_name\.txt:2: class code 103 is 'news_sports', not 'news_car'", []),
-    ("textcls-toutiao-bad-on-bad-record", TC, [*TOUTIAO, "data.train_file={bad}/toutiao_code.txt", "+data.on_bad_record=ignore"],
+    ("textcls-toutiao-bad-on-bad-record", TC, [*TOUTIAO, "data.train_file={bad}/toutiao_code.txt", "data.on_bad_record=ignore"],
      r"error: data\.on_bad_record: expected 'error' or 'skip', got 'ignore'", RUN_OUTPUTS),
     ("textcls-pos-weight-word", TC, [*TRAIN, "module.pos_weight=lots", "data.synth.n=300"], r"error: module\.pos_weight: expected null, auto, a positive number or a list of them, got 'lots'", RUN_OUTPUTS),
     ("textcls-pos-weight-length", TC, [*TRAIN, "module.pos_weight=[1,2]", "data.synth.n=300"], r"error: module\.pos_weight: 2 values for 13 labels", RUN_OUTPUTS),

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
+from omegaconf import OmegaConf
 
+from common.config import validate
 from common.errors import ConfigError, DataError
+from tests.textcls.conftest import CONF, compose_cfg
+from textcls.build import SCHEMAS
 from textcls.data import DataConfig, TextDataModule, read_docs, read_toutiao
 from textcls.taxonomy import Taxonomy
 
@@ -97,3 +102,22 @@ def test_samplers_draw_rare_labels_more_often(tmp_path):
     assert share_of_rare("rare") > 1.5 * plain
     with pytest.raises(ConfigError, match="data.sampler: expected one of"):
         TextDataModule(DataConfig(**base, sampler="smote"))
+
+
+@pytest.mark.parametrize("data", sorted(p.stem for p in (CONF / "data").glob("*.yaml")))
+def test_every_data_option_takes_on_bad_record(tmp_path, data):
+    # `python -m textcls.train data=<option> data.on_bad_record=skip`, as the README says (no `+` needed)
+    cfg = compose_cfg(tmp_path, f"data={data}", "data.on_bad_record=skip")
+    assert cfg.data.on_bad_record == "skip"
+
+
+def test_toutiao_run_skips_bad_lines(tmp_path, caplog):
+    f = tmp_path / "toutiao.txt"
+    good = [f"{i}_!_{code}_!_{name}_!_标题{i}_!_" for i in range(30)
+            for code, name in [("107", "news_car"), ("103", "news_sports")][i % 2:i % 2 + 1]]
+    f.write_text("\n".join([*good[:5], "99_!_105_!_news_x_!_坏行_!_", *good[5:]]) + "\n", encoding="utf-8")
+    cfg = validate(compose_cfg(tmp_path, "data=toutiao", f"data.train_file={f}", "data.on_bad_record=skip"), SCHEMAS)
+    with caplog.at_level(logging.WARNING):
+        dm = TextDataModule(OmegaConf.to_object(cfg.data))
+    assert len(dm.train) + len(dm.val) + len(dm.test) == 30
+    assert f"{f}: skipped 1 bad record(s), e.g. {f}:6: unknown class code '105'" in caplog.text
