@@ -412,6 +412,7 @@ class UniqueGroupBatchSampler(torch.utils.data.BatchSampler):
     used): every rank draws the same global batches of ``batch_size * world`` anchors and takes every
     world-th one, so one step sees exactly the batch one process would see with the global batch size
     (a last batch is cut to a multiple of the world size so all ranks step together with equal shapes).
+    ``len()`` is the number of batches the next ``iter()`` yields (it depends on that epoch's shuffle).
     """
 
     def __init__(self, anchors: list[int], groups: list[str], batch_size: int, seed: int, sampler=None):
@@ -419,15 +420,27 @@ class UniqueGroupBatchSampler(torch.utils.data.BatchSampler):
         self.sampler, self.drop_last = sampler, False
         self.rank, self.world = getattr(sampler, "rank", 0), getattr(sampler, "num_replicas", 1)
         self.bs = batch_size * self.world
+        self._cached: tuple[int, list[list[int]]] | None = None
 
     def __iter__(self):
-        w = self.world
-        cut = (b[: len(b) - len(b) % w] for b in self._global_batches())
-        return iter([b[self.rank :: w] for b in cut if b])
-
-    def _global_batches(self) -> list[list[int]]:
-        rng = random.Random(self.seed + self.epoch)
+        batches = self._rank_batches(self.epoch)
         self.epoch += 1
+        return iter(batches)
+
+    def __len__(self):
+        # How many batches depends on the epoch's shuffle (a short last batch; anchors of a group already in
+        # the batch wait for the next one and the last of them are dropped), so count the coming epoch's.
+        return len(self._rank_batches(self.epoch))
+
+    def _rank_batches(self, epoch: int) -> list[list[int]]:
+        if self._cached is None or self._cached[0] != epoch:
+            w = self.world
+            cut = (b[: len(b) - len(b) % w] for b in self._global_batches(epoch))
+            self._cached = (epoch, [b[self.rank :: w] for b in cut if b])
+        return self._cached[1]
+
+    def _global_batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed + epoch)
         order = list(range(len(self.anchors)))
         rng.shuffle(order)
         batches, cur, used, rest = [], [], set(), []
@@ -450,9 +463,6 @@ class UniqueGroupBatchSampler(torch.utils.data.BatchSampler):
         if len(cur) > 1:
             batches.append(cur)
         return batches
-
-    def __len__(self):
-        return max(1, len(self.anchors) // self.bs)
 
 
 # ---------------------------------------------------------------- datamodule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from common.errors import DataError
 from retrieval import synth
 from retrieval.data import (
+    UniqueGroupBatchSampler,
     all_split,
     ditto_fields,
     make_splits,
@@ -191,3 +193,33 @@ def test_query_gallery_jsonl_through_the_data_config(tmp_path):
     g.write_text('{"id": 1, "title": "", "group": "s1"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{g}:1: "):
         load_catalog(DataConfig(kind="query_gallery", path=str(q), gallery=str(g)))
+
+
+# (groups of the items, the anchors: item indices, batch size); each layout leaves a different remainder
+SAMPLER_LAYOUTS = [
+    ([f"g{i}" for i in range(10)], list(range(10)), 4),            # all distinct: 4 + 4 + a last batch of 2
+    ([f"g{i}" for i in range(8)], list(range(8)), 4),              # all distinct, divides evenly
+    ([f"g{i}" for i in range(9)], list(range(9)), 4),              # a last single anchor (no batch of 1)
+    ([f"g{i // 5}" for i in range(15)], list(range(15)), 4),       # 3 groups x 5: never 4 distinct groups
+    (["g"] * 6, list(range(6)), 2),                                # one group: no batch at all
+    ([f"g{i % 7}" for i in range(40)], list(range(0, 40, 2)), 3),  # skewed: anchors on 4 of 7 groups, repeats
+    ([f"g{i // 2}" for i in range(50)], list(range(50)), 8),       # pairs
+    ([f"g{i}" for i in range(5)], list(range(5)), 8),              # fewer anchors than one batch
+]
+
+
+@pytest.mark.parametrize("groups, anchors, batch_size", SAMPLER_LAYOUTS)
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_unique_group_sampler_len_matches_iteration(groups, anchors, batch_size, world):
+    samplers = [UniqueGroupBatchSampler(anchors, groups, batch_size, seed=0,
+                                        sampler=SimpleNamespace(rank=r, num_replicas=world) if world > 1 else None)
+                for r in range(world)]
+    for _epoch in range(4):  # every epoch shuffles anew; len is the coming epoch's count
+        lens = [len(s) for s in samplers]
+        per_rank = [list(s) for s in samplers]
+        assert [len(b) for b in per_rank] == lens
+        assert len(set(lens)) == 1  # every rank steps the same number of times
+        for step in zip(*per_rank, strict=True):
+            assert len({len(b) for b in step}) == 1  # equal shapes across ranks
+            together = [k for b in step for k in b]
+            assert len({groups[anchors[k]] for k in together}) == len(together)  # no two anchors share a group
