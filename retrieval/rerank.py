@@ -199,13 +199,23 @@ class PairDataModule(pl.LightningDataModule):
         return DataLoader(PairSet(self.test_pairs), batch_size=self.eval_batch_size, collate_fn=collate_pairs)
 
 
-def rerank(module: RerankerModule, queries: list[str], candidates: list[list[str]]) -> list[np.ndarray]:
-    """Per query, the order (indices into its candidate list) by descending cross-encoder score."""
+def rerank_scores(module: RerankerModule, queries: list[str], candidates: list[list[str]]) -> list[np.ndarray]:
+    """Per query, the cross-encoder logit of each of its candidates."""
     left = [q for q, cs in zip(queries, candidates, strict=True) for _ in cs]
     right = [c for cs in candidates for c in cs]
     s = module.score(left, right)
-    out, k = [], 0
-    for cs in candidates:
-        out.append(np.argsort(-s[k : k + len(cs)], kind="stable"))
-        k += len(cs)
-    return out
+    bounds = np.cumsum([0, *(len(cs) for cs in candidates)])
+    return [s[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def rerank(module: RerankerModule, queries: list[str], candidates: list[list[str]]) -> list[np.ndarray]:
+    """Per query, the order (indices into its candidate list) by descending cross-encoder score."""
+    return [np.argsort(-s, kind="stable") for s in rerank_scores(module, queries, candidates)]
+
+
+def fuse(first_stage: np.ndarray, rerank_logits: np.ndarray, alpha: float) -> np.ndarray:
+    """Candidate order by ``first_stage + alpha * rerank_logit`` (``alpha=inf``: the cross-encoder alone, the
+    first-stage score breaking ties). ``alpha=0`` keeps the first-stage order, so a weight tuned on
+    validation can only keep or improve it there."""
+    fused = rerank_logits + 1e-6 * first_stage if np.isinf(alpha) else first_stage + alpha * rerank_logits
+    return np.argsort(-fused, kind="stable")

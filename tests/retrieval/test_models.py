@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,6 +64,19 @@ def test_reranker_grouped_ce_and_rerank_order():
     assert torch.isfinite(loss)
     order = rerank(m, ["q1", "q2"], [["a", "b", "c"], ["d"]])
     assert sorted(order[0].tolist()) == [0, 1, 2] and order[1].tolist() == [0]
+
+
+def test_fuse_weights_the_cross_encoder_against_the_first_stage():
+    from retrieval.rerank import fuse
+
+    first = np.array([0.90, 0.85, 0.80])  # bi-encoder cosine, already in its order
+    logits = np.array([-2.0, 3.0, 0.0])
+    assert fuse(first, logits, 0.0).tolist() == [0, 1, 2]  # weight 0: the first stage unchanged
+    assert fuse(first, logits, float("inf")).tolist() == [1, 2, 0]  # the cross-encoder alone
+    assert fuse(first, logits, 0.005).tolist() == [0, 1, 2]  # 0.89, 0.865, 0.80: too light to reorder
+    assert fuse(first, logits, 0.02).tolist() == [1, 0, 2]  # 0.86, 0.91, 0.80
+    tied = np.array([5.0, 5.0, 1.0])
+    assert fuse(np.array([0.1, 0.3, 0.9]), tied, float("inf")).tolist() == [1, 0, 2]  # ties go to the first stage
 
 
 def test_symmetric_info_nce_adds_the_positive_to_anchor_direction():
