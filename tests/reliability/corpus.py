@@ -145,6 +145,10 @@ RETRIEVAL_CASES = [
     ("retrieval-eval-corrupt-ckpt", RT_EVAL, [*TOOL, "logger=none", "ckpt={bad}/corrupt.ckpt", "data.path={bad}/dm_unknown_id"],
      r"error: ckpt: {bad}/corrupt\.ckpt is not a readable RetrievalModule checkpoint \(UnpicklingError: .+\)", ["{tmp}/run/metrics.json"]),
     ("retrieval-match-missing-ckpt", "retrieval.match", [*TOOL, "ckpt={tmp}/none.ckpt", "input={bad}/shopee_good.csv"], r"error: ckpt: no checkpoint file at {tmp}/none\.ckpt", []),
+    ("retrieval-match-missing-reranker", "retrieval.match", [*TOOL, "ckpt={bad}/corrupt.ckpt", "input={bad}/shopee_good.csv", "reranker={tmp}/none.ckpt"],
+     r"error: reranker: no checkpoint file at {tmp}/none\.ckpt", []),
+    ("retrieval-match-corrupt-reranker", "retrieval.match", [*TOOL, "ckpt={bad}/corrupt.ckpt", "input={bad}/shopee_good.csv", "reranker={bad}/corrupt.ckpt"],
+     r"error: reranker: {bad}/corrupt\.ckpt is not a readable RerankerModule checkpoint \(UnpicklingError: .+\)", []),
     ("retrieval-index-corrupt-ckpt", "retrieval.index", [*TOOL, "ckpt={bad}/corrupt.ckpt"],
      r"error: ckpt: {bad}/corrupt\.ckpt is not a readable RetrievalModule checkpoint \(UnpicklingError: .+\)", []),
 ]
