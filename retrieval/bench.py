@@ -133,7 +133,7 @@ def finetune(cat, splits, negatives, args, root):
     dm.train_set = PairDataset(cat, splits["train"], ItemLoader(cat), args.num_negatives, args.seed, negatives)
     dm.fingerprint = ""
     steps = args.epochs * max(1, len(dm.train_set.anchors) // args.batch_size)
-    module = RetrievalModule({"text": {"name_or_path": "minilm", "pooling": "mean", "max_length": 48}, "image": None},
+    module = RetrievalModule({"text": {"name_or_path": "minilm", "pooling": "mean", "max_length": args.max_length}, "image": None},
                              loss="infonce", temperature=args.temperature, lr=args.lr, warmup_steps=max(1, steps // 10),
                              symmetric=args.symmetric, schedule="linear")
     trainer = L.Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False, num_sanity_val_steps=0,
@@ -161,7 +161,6 @@ def train_reranker(pairs_dir, fields, args, root, held_out: set[str], prep=str):
 
 def bench_dataset(name, folder, args, root):
     from retrieval.data import Split, make_splits, read_deepmatcher, text_field
-    from retrieval.evaluate import score_matrices
     from retrieval.mine import mine_negatives
     from retrieval.models.text import TextTower
     from retrieval.normalise import expand_codes
@@ -195,7 +194,7 @@ def bench_dataset(name, folder, args, root):
     _row(name, rows)
 
     t = time.perf_counter()
-    tower = TextTower("minilm", pooling="mean", max_length=48)
+    tower = TextTower("minilm", pooling="mean", max_length=args.max_length)
     enc = minilm_encoder(tower)
     sc, pair_sc, E = embed_scorer(enc, cat, needed)
     rows.append(("MiniLM-L6 zero-shot", retrieval_metrics(sc, cat, splits), pair_metrics(pair_sc, pairs_dir, fields, prep), time.perf_counter() - t))
@@ -222,22 +221,44 @@ def bench_dataset(name, folder, args, root):
     t = time.perf_counter()
     reranker, res = train_reranker(pairs_dir, fields, args, root, held_out, prep)
     from common.metrics.classification import PRF
-    from retrieval.rerank import rerank
 
-    te = splits["test"]
-    k = args.rerank_k
-    scores = sc(te.queries, te.gallery)
-    top = np.argsort(-scores, axis=1)[:, :k]
-    order = rerank(reranker, [cat.titles[q] for q in te.queries], [[cat.titles[te.gallery[j]] for j in row] for row in top])
-    boosted = scores.copy()
-    for r, (row, o) in enumerate(zip(top, order, strict=True)):
-        boosted[r, row[o]] = 10.0 + np.arange(k, 0, -1)  # reranked top-k above everything else, in reranker order
-    test_rr, _ = score_matrices(boosted, sc(te.pool, te.pool), te, cat, "", ft["threshold"])
-    test_rr["f1"] = ft["f1"]  # matching threshold stays the bi-encoder's; the reranker changes the ranking
+    alpha, test_rr = rerank_fused(reranker, sc, cat, splits, ft["threshold"], args.rerank_k)
     prf = PRF(res["test/pair_precision"], res["test/pair_recall"], res["test/pair_f1"], 0)
-    rows.append((f"+ cross-encoder reranker (top-{k})", test_rr, prf, time.perf_counter() - t))
+    rows.append((f"+ cross-encoder reranker (top-{args.rerank_k}, weight {alpha:g} tuned on val)", test_rr, prf, time.perf_counter() - t))
     _row(name, rows)
+    te = splits["test"]
     return rows, len(te.queries), f"{len(te.gallery)} of {sum(1 for x in cat.side if x == 'b')}"
+
+
+ALPHAS = (0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, float("inf"))
+
+
+def rerank_fused(reranker, sc, cat, splits, threshold, k):
+    """Rerank each query's bi-encoder top-k by ``bi-encoder score + alpha * cross-encoder logit``, with alpha
+    (``inf`` = cross-encoder alone) picked on the validation split's recall@1; returns alpha and test metrics.
+    The matching threshold stays the bi-encoder's: the reranker changes the ranking only."""
+    from retrieval.evaluate import score_matrices
+    from retrieval.rerank import fuse, rerank_scores
+
+    def prepared(split):
+        scores = sc(split.queries, split.gallery)
+        for r, q in enumerate(split.queries):  # a record never retrieves itself (as score_matrices does)
+            scores[r, split.gallery == q] = -1e4
+        top = np.argsort(-scores, axis=1)[:, :k]
+        logits = rerank_scores(reranker, [cat.titles[q] for q in split.queries],
+                               [[cat.titles[split.gallery[j]] for j in row] for row in top])
+        return scores, top, logits
+
+    def metrics(split, prep, alpha):
+        scores, top, logits = prep
+        boosted = scores.copy()
+        for r, (row, lg) in enumerate(zip(top, logits, strict=True)):
+            boosted[r, row[fuse(scores[r, row], lg, alpha)]] = 10.0 + np.arange(len(row), 0, -1)  # top-k first, fused order
+        return score_matrices(boosted, sc(split.pool, split.pool), split, cat, "", threshold)[0]
+
+    val = prepared(splits["val"])
+    alpha = max(ALPHAS, key=lambda a: (metrics(splits["val"], val, a)["recall_at_1"], -a))  # ties: the smaller weight
+    return alpha, metrics(splits["test"], prepared(splits["test"]), alpha)
 
 
 def synthetic_vectors(n: int, dim: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -325,12 +346,13 @@ def main(argv=None) -> int:
     p.add_argument("--mine-hi", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--max-length", type=int, default=48, help="MiniLM tokens per title (zero-shot and fine-tuned)")
     p.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=True, help="InfoNCE both ways")
     p.add_argument("--normalise-codes", action=argparse.BooleanOptionalAction, default=True,
                    help="append separator-free product codes (DSC-W300 -> DSCW300) to every method's input")
     p.add_argument("--rerank-epochs", type=int, default=3)
     p.add_argument("--rerank-lr", type=float, default=8e-5)
-    p.add_argument("--rerank-neg-per-pos", type=int, default=1)
+    p.add_argument("--rerank-neg-per-pos", type=int, default=3, help="negatives kept per positive pair; 0 = all")
     p.add_argument("--rerank-max-length", type=int, default=64)
     p.add_argument("--rerank-k", type=int, default=5)
     p.add_argument("--max-gallery", type=int, default=0, help="cap tableB (all matched records kept); 0 = all")
