@@ -105,6 +105,8 @@ def render_markdown(sections: list[Section], files_dir: Path, title: str) -> str
 
 
 def render_html(sections: list[Section], title: str) -> str:
+    import markdown
+
     def data_url(p: Path) -> str:
         mime = "image/png" if p.suffix.lower() == ".png" else "image/jpeg"
         return f"data:{mime};base64,{base64.b64encode(p.read_bytes()).decode()}"
@@ -124,8 +126,8 @@ def render_html(sections: list[Section], title: str) -> str:
         parts.append("<table><tr><th>metric</th><th>value</th></tr>")
         parts += [f"<tr><td>{html.escape(k)}</td><td class='v'>{v}</td></tr>" for k, v in _metric_rows(s.metrics)]
         parts.append("</table>")
-        for name, text in s.texts.items():
-            parts.append(f"<h3>{html.escape(name)}</h3><pre>{html.escape(text)}</pre>")
+        for name, text in s.texts.items():  # our own Markdown artifacts (tables): rendered, not shown as source
+            parts.append(f"<h3>{html.escape(name)}</h3><div class='md'>{markdown.markdown(text, extensions=['tables'])}</div>")
         for img in s.images:
             parts.append(f"<figure><img alt='{html.escape(img.stem)}' src='{data_url(img)}'><figcaption>{html.escape(img.name)}</figcaption></figure>")
     parts.append("</body></html>")

@@ -74,3 +74,12 @@ def test_html_report_renders_its_plots_in_a_browser(toy_cfg, mlflow_uri, tmp_pat
     px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     blue = (np.abs(px - np.array([31, 119, 180])).sum(-1) < 30).sum()
     assert blue > 20_000, f"only {blue} plot-blue pixels on screen"
+
+
+def test_html_renders_markdown_tables_as_tables():
+    """A run's Markdown table artifact becomes an HTML table in eval_all.html, not its pipe-and-dash source."""
+    s = eval_report.Section("retrieval", "r1", "run", {"test/f1": 0.5},
+                            texts={"tables/metrics.md": "| model | F1 |\n|---|---|\n| a < b | 0.91 |\n"})
+    page = eval_report.render_html([s], "t")
+    assert "<th>model</th>" in page and "<td>a &lt; b</td>" in page and "<td>0.91</td>" in page
+    assert "|---|" not in page
