@@ -420,7 +420,6 @@ class UniqueGroupBatchSampler(torch.utils.data.BatchSampler):
         self.sampler, self.drop_last = sampler, False
         self.rank, self.world = getattr(sampler, "rank", 0), getattr(sampler, "num_replicas", 1)
         self.bs = batch_size * self.world
-        self._cached: tuple[int, list[list[int]]] | None = None
 
     def __iter__(self):
         batches = self._rank_batches(self.epoch)
@@ -433,11 +432,10 @@ class UniqueGroupBatchSampler(torch.utils.data.BatchSampler):
         return len(self._rank_batches(self.epoch))
 
     def _rank_batches(self, epoch: int) -> list[list[int]]:
-        if self._cached is None or self._cached[0] != epoch:
-            w = self.world
-            cut = (b[: len(b) - len(b) % w] for b in self._global_batches(epoch))
-            self._cached = (epoch, [b[self.rank :: w] for b in cut if b])
-        return self._cached[1]
+        """This rank's batches of ``epoch`` (a pure function of seed and epoch: len() and iter() agree)."""
+        w = self.world
+        cut = (b[: len(b) - len(b) % w] for b in self._global_batches(epoch))
+        return [b[self.rank :: w] for b in cut if b]
 
     def _global_batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(self.seed + epoch)
