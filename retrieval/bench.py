@@ -247,14 +247,14 @@ def rerank_fused(reranker, sc, cat, splits, threshold, k):
         top = np.argsort(-scores, axis=1)[:, :k]
         logits = rerank_scores(reranker, [cat.titles[q] for q in split.queries],
                                [[cat.titles[split.gallery[j]] for j in row] for row in top])
-        return scores, top, logits
+        return scores, top, logits, sc(split.pool, split.pool)
 
     def metrics(split, prep, alpha):
-        scores, top, logits = prep
+        scores, top, logits, pool = prep
         boosted = scores.copy()
         for r, (row, lg) in enumerate(zip(top, logits, strict=True)):
             boosted[r, row[fuse(scores[r, row], lg, alpha)]] = 10.0 + np.arange(len(row), 0, -1)  # top-k first, fused order
-        return score_matrices(boosted, sc(split.pool, split.pool), split, cat, "", threshold)[0]
+        return score_matrices(boosted, pool, split, cat, "", threshold)[0]
 
     val = prepared(splits["val"])
     alpha = max(ALPHAS, key=lambda a: (metrics(splits["val"], val, a)["recall_at_1"], -a))  # ties: the smaller weight
@@ -272,7 +272,7 @@ def synthetic_vectors(n: int, dim: int, n_queries: int, seed: int, latent: int =
     x = np.empty((n, dim), np.float32)
     for s in range(0, n, 100_000):
         e = min(n, s + 100_000)
-        z = centers[rng.integers(0, len(centers), e - s)] + 1.0 * rng.standard_normal((e - s, latent), dtype=np.float32)
+        z = centers[rng.integers(0, len(centers), e - s)] + rng.standard_normal((e - s, latent), dtype=np.float32)
         x[s:e] = z @ proj + 0.05 * rng.standard_normal((e - s, dim), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     q = x[rng.choice(n, n_queries, replace=False)] + 0.02 * rng.standard_normal((n_queries, dim), dtype=np.float32)
