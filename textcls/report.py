@@ -57,7 +57,7 @@ def prediction_rows(docs: Sequence[Doc], probs: np.ndarray, pred: np.ndarray, sp
 
 
 def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, space: LabelSpace):
-    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, multilabel_confusion_matrix
+    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
     plt = _setup()
     names = plot_names(space)
@@ -67,7 +67,7 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, space: LabelSpace):
         ConfusionMatrixDisplay(cm, display_labels=names).plot(ax=ax, xticks_rotation=90, colorbar=False)
         fig.tight_layout()
         return fig
-    mcm = multilabel_confusion_matrix(y_true, y_pred)
+    mcm = C.confusion(y_true, y_pred)  # one 2x2 per column, a one-column (binary) matrix included
     n = len(space.labels)
     cols = min(n, 5)
     rows = (n + cols - 1) // cols

@@ -3,6 +3,11 @@
 Inputs are 0/1 indicator matrices ``[n_samples, n_labels]`` (multi-class: one-hot, or pass label index
 vectors to :func:`to_indicator`). Everything is computed by scikit-learn; this module only fixes the
 choices (zero_division=0, which labels count for macro) and the report shapes the team reads.
+
+A column is a label for every width, one included: a binary task is a one-column matrix whose metrics
+are those of its positive label. scikit-learn would read an ``[n, 1]`` 0/1 array as a *binary* target with
+class values 0 and 1 (so ``labels=[0]`` picks the negative class), which is why every call below goes
+through :func:`_multilabel`.
 """
 
 from __future__ import annotations
@@ -46,6 +51,28 @@ def _arrays(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     return y_true, y_pred
 
 
+def _multilabel(y: np.ndarray) -> np.ndarray:
+    """``y`` as scikit-learn's multilabel-indicator type whatever its width: a one-column matrix gets an
+    all-zero column appended (never selected, so it adds nothing to any count)."""
+    return np.pad(y, ((0, 0), (0, 1))) if y.shape[1] < 2 else y
+
+
+def confusion(y_true, y_pred) -> np.ndarray:
+    """``[n_labels, 2, 2]``: ``[[tn, fp], [fn, tp]]`` of every column."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    labels = list(range(y_true.shape[1]))
+    if not labels:
+        return np.zeros((0, 2, 2), dtype=int)
+    return multilabel_confusion_matrix(_multilabel(y_true), _multilabel(y_pred), labels=labels)
+
+
+def _names(labels: Sequence[str] | None, width: int) -> list[str]:
+    names = list(labels) if labels is not None else [str(i) for i in range(width)]
+    if len(names) != width:
+        raise ValueError(f"{len(names)} label names for {width} indicator columns")
+    return names
+
+
 def _label_ids(labels: Sequence[str], exclude: Sequence[str]) -> list[int]:
     return [i for i, name in enumerate(labels) if name not in set(exclude)]
 
@@ -53,16 +80,25 @@ def _label_ids(labels: Sequence[str], exclude: Sequence[str]) -> list[int]:
 def prf(y_true, y_pred, average: str = "micro", labels: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> PRF:
     """Micro or macro precision/recall/F1 over the label columns, leaving out ``exclude`` (e.g. "其他")."""
     y_true, y_pred = _arrays(y_true, y_pred)
-    names = list(labels) if labels is not None else [str(i) for i in range(y_true.shape[1])]
-    ids = _label_ids(names, exclude)
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
+    ids = _label_ids(_names(labels, y_true.shape[1]), exclude)
+    if not ids:
+        return PRF(0.0, 0.0, 0.0, 0)
+    p, r, f, _ = precision_recall_fscore_support(
+        _multilabel(y_true), _multilabel(y_pred), labels=ids, average=average, zero_division=0
+    )
     return PRF(float(p), float(r), float(f), int(y_true[:, ids].sum()))
 
 
 def per_label(y_true, y_pred, labels: Sequence[str]) -> list[LabelRow]:
     y_true, y_pred = _arrays(y_true, y_pred)
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
-    mcm = multilabel_confusion_matrix(y_true, y_pred)  # [[tn, fp], [fn, tp]] per label
+    labels = _names(labels, y_true.shape[1])
+    if not labels:
+        return []
+    ids = list(range(len(labels)))
+    p, r, f, _ = precision_recall_fscore_support(
+        _multilabel(y_true), _multilabel(y_pred), labels=ids, average=None, zero_division=0
+    )
+    mcm = confusion(y_true, y_pred)
     return [
         LabelRow(name, float(p[i]), float(r[i]), float(f[i]), int(mcm[i, 1, 1]), int(mcm[i, :, 1].sum()), int(mcm[i, 1, :].sum()))
         for i, name in enumerate(labels)
@@ -72,11 +108,10 @@ def per_label(y_true, y_pred, labels: Sequence[str]) -> list[LabelRow]:
 def neuralclassifier_line(y_true, y_pred, labels: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> str:
     """``precision: P, recall: R, fscore: F, right: N, predict: N, standard: N`` (micro over labels)."""
     y_true, y_pred = _arrays(y_true, y_pred)
-    names = list(labels) if labels is not None else [str(i) for i in range(y_true.shape[1])]
-    ids = _label_ids(names, exclude)
-    mcm = multilabel_confusion_matrix(y_true, y_pred, labels=ids)
+    ids = _label_ids(_names(labels, y_true.shape[1]), exclude)
+    mcm = confusion(y_true, y_pred)[ids]
     right, predict, standard = int(mcm[:, 1, 1].sum()), int(mcm[:, :, 1].sum()), int(mcm[:, 1, :].sum())
-    m = prf(y_true, y_pred, "micro", names, exclude)
+    m = prf(y_true, y_pred, "micro", labels, exclude)
     return (
         f"precision: {m.precision:.6f}, recall: {m.recall:.6f}, fscore: {m.f1:.6f}, "
         f"right: {right}, predict: {predict}, standard: {standard}"

@@ -4,7 +4,9 @@
   the set of postings sharing its ``label_group`` (itself included), averaged over postings.
 * :func:`recall_at_k`, :func:`mrr`, :func:`map_at_k` take a dense score matrix ``[n_queries, n_gallery]``
   and a boolean relevance matrix of the same shape and are torchmetrics' retrieval metrics (recall@k is
-  the share of a query's relevant items found in its top k, averaged over queries with any relevant item).
+  the share of a query's relevant items found in its top k, averaged over queries with any relevant item;
+  mAP@k averages precision@i over the ranks i <= k holding a relevant item, i.e. it divides by the relevant
+  items found in the top k, not by min(relevant, k)). They depend on each row's order only (see ``_flat``).
 * :func:`ranked_recall_at_k` gives the same recall@k from a FAISS result (top-K ids) without a dense matrix.
 * :func:`pair_prf` is precision/recall/F1 of match decisions on labelled pairs (matchers, rerankers).
 """
@@ -39,10 +41,20 @@ def shopee_f1(matches: Mapping[Hashable, Sequence[Hashable]], groups: Mapping[Ha
 
 
 def _flat(scores, relevance) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    s = torch.as_tensor(np.asarray(scores), dtype=torch.float32)
+    """Flattened ``(preds, target, indexes)`` for torchmetrics, with each row's scores replaced by its ranks.
+
+    torchmetrics >= 1.9 counts an item with a score <= 0 as *not retrieved* (``preds > 0`` masks the
+    target), so a relevant gallery item at rank 1 with a cosine of -0.1 (or a TF-IDF score of 0) would
+    count as a miss. Ranking metrics depend on the order only: ``n_gallery - rank`` (ties broken by gallery
+    position, stable) keeps that order and is always positive, and float32 holds such integers exactly.
+    """
+    s = np.asarray(scores, dtype=np.float64)
     r = torch.as_tensor(np.asarray(relevance)).bool()
-    if s.shape != r.shape or s.ndim != 2:
-        raise ValueError(f"scores and relevance must be equal-shaped 2-D arrays, got {tuple(s.shape)} and {tuple(r.shape)}")
+    if s.shape != tuple(r.shape) or s.ndim != 2:
+        raise ValueError(f"scores and relevance must be equal-shaped 2-D arrays, got {s.shape} and {tuple(r.shape)}")
+    ranks = np.empty(s.shape, dtype=np.int64)
+    np.put_along_axis(ranks, np.argsort(-s, axis=1, kind="stable"), np.arange(s.shape[1])[None, :], axis=1)
+    s = torch.as_tensor(s.shape[1] - ranks, dtype=torch.float32)
     idx = torch.arange(s.shape[0]).unsqueeze(1).expand_as(s)
     return s.reshape(-1), r.reshape(-1), idx.reshape(-1)
 
