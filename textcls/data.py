@@ -4,9 +4,12 @@ Sources (``data.source``):
 
 * ``synthetic`` — the embedded car-news set (:mod:`textcls.synth`), split 80/10/10 by seed;
 * ``jsonl`` — NeuralClassifier JSONL: ``{"doc_token": [...] | "text": "...", "doc_label": ["新车资讯--预热", ...]}``
-  with an optional taxonomy file; ``val_file`` / ``test_file`` or a deterministic split of ``train_file``;
-* ``toutiao`` — the Toutiao ``id_!_code_!_name_!_headline_!_keywords`` format, read in place and split
-  deterministically (stratified by class).
+  with an optional taxonomy file;
+* ``toutiao`` — the Toutiao ``id_!_code_!_name_!_headline_!_keywords`` format, read in place.
+
+For both files sources, ``val_file`` / ``test_file`` (same format) are read as they are, and whatever part
+has no file of its own is cut from ``train_file`` (stratified, ``split`` rescaled to those parts): train on
+one file and test on another with ``data.test_file=...`` alone.
 
 Tasks (``data.task``) decide how a record's labels become a target row:
 ``binary`` (one column: ``positive_label`` or any of its descendants present), ``multiclass`` (exactly one
@@ -303,31 +306,38 @@ class TextDataModule(pl.LightningDataModule):
         cfg = self.cfg
         if cfg.source == "synthetic":
             docs = generate(cfg.synth.n, cfg.synth.seed, cfg.synth.label_noise, cfg.synth.char_noise)
-            return self._split(docs, [GATE in with_ancestors(d.labels) for d in docs])
+            return self._split(docs, [GATE in with_ancestors(d.labels) for d in docs], {})
         if not cfg.train_file:
             raise ConfigError(f"data.train_file: required for data.source={cfg.source}")
+        given = {part: getattr(cfg, f"{part}_file") for part in ("val", "test") if getattr(cfg, f"{part}_file")}
+        for part, path in given.items():
+            if Path(path).resolve() == Path(cfg.train_file).resolve():
+                raise ConfigError(f"data.{part}_file: is data.train_file itself; leave it unset to split train_file")
         if cfg.source == "toutiao":
-            docs = read_toutiao(cfg.train_file, cfg.keywords, cfg.on_bad_record)
-            if cfg.val_file or cfg.test_file:
-                raise ConfigError("data.val_file: the toutiao source splits train_file itself")
-            return self._split(docs, [d.labels[0] for d in docs])
+            train = read_toutiao(cfg.train_file, cfg.keywords, cfg.on_bad_record)
+            files = {part: read_toutiao(path, cfg.keywords, cfg.on_bad_record) for part, path in given.items()}
+            return self._split(train, [d.labels[0] for d in train], files)
         train = read_docs(cfg.train_file, self.taxonomy, None, cfg.on_bad_record)
         allowed = None if self.taxonomy else {label for d in train for label in d.labels} | {OTHER}
-        if cfg.val_file and cfg.test_file:
-            val = read_docs(cfg.val_file, self.taxonomy, allowed, cfg.on_bad_record)
-            test = read_docs(cfg.test_file, self.taxonomy, allowed, cfg.on_bad_record)
-            return train, val, test
-        if cfg.val_file or cfg.test_file:
-            raise ConfigError("data.val_file: give both val_file and test_file, or neither (train_file is split)")
-        return self._split(train, ["|".join(sorted(d.labels)) for d in train])
+        files = {part: read_docs(path, self.taxonomy, allowed, cfg.on_bad_record) for part, path in given.items()}
+        return self._split(train, ["|".join(sorted(d.labels)) for d in train], files)
 
-    def _split(self, docs: list[Doc], strata: list) -> tuple[list[Doc], list[Doc], list[Doc]]:
+    def _split(self, docs: list[Doc], strata: list, files: dict[str, list[Doc]]) -> tuple[list[Doc], list[Doc], list[Doc]]:
+        """``(train, val, test)``: a part read from its own file (``data.val_file`` / ``data.test_file``) is
+        taken as it is; the others are cut from ``docs`` in the proportions of ``data.split`` (rescaled to the
+        parts that are cut), deterministically by ``data.split_seed``."""
         if len(self.cfg.split) != 3:
             raise ConfigError(f"data.split: expected 3 fractions (train, val, test), got {list(self.cfg.split)}")
-        parts = stratified_split(strata, list(self.cfg.split), self.cfg.split_seed) if strata else random_split(
-            len(docs), list(self.cfg.split), self.cfg.split_seed
+        names = [name for name in ("train", "val", "test") if name not in files]
+        if names == ["train"]:
+            return docs, files["val"], files["test"]
+        shares = [f for name, f in zip(("train", "val", "test"), self.cfg.split, strict=True) if name in names]
+        shares = [f / sum(shares) for f in shares] if all(f > 0 for f in shares) else shares
+        parts = stratified_split(strata, shares, self.cfg.split_seed) if strata else random_split(
+            len(docs), shares, self.cfg.split_seed
         )
-        return tuple([docs[i] for i in idx] for idx in parts)  # type: ignore[return-value]
+        cut = {name: [docs[i] for i in idx] for name, idx in zip(names, parts, strict=True)}
+        return cut["train"], files.get("val", cut.get("val")), files.get("test", cut.get("test"))
 
     def dataset(self, docs: Sequence[Doc], where: str = "data") -> TextDataset:
         return TextDataset(docs, self.encoder.encode_many([d.text for d in docs]), self.space.encode_many(docs, where))

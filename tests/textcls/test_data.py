@@ -121,3 +121,44 @@ def test_toutiao_run_skips_bad_lines(tmp_path, caplog):
         dm = TextDataModule(OmegaConf.to_object(cfg.data))
     assert len(dm.train) + len(dm.val) + len(dm.test) == 30
     assert f"{f}: skipped 1 bad record(s), e.g. {f}:6: unknown class code '105'" in caplog.text
+
+
+def _toutiao(path, rows):
+    """``rows``: (class code, name, headline) -> a Toutiao ``_!_`` file."""
+    path.write_text("\n".join(f"{6550000000000000000 + i}_!_{c}_!_{n}_!_{h}_!_" for i, (c, n, h) in enumerate(rows)), encoding="utf-8")
+    return path
+
+
+def _headlines(prefix: str, n: int):
+    return [("107", "news_car", f"{prefix}新车上市第{i}款") if i % 3 == 0 else ("103", "news_sports", f"{prefix}球队赢了第{i}场")
+            for i in range(n)]
+
+
+def test_toutiao_test_file_is_the_test_part_and_train_file_is_split_into_train_and_val(tmp_path):
+    train = _toutiao(tmp_path / "train.txt", _headlines("甲", 90))
+    test = _toutiao(tmp_path / "test.txt", _headlines("乙", 12))
+    cfg = DataConfig(source="toutiao", task="binary", positive_label="news_car", train_file=str(train), test_file=str(test), min_freq=1)
+    dm = TextDataModule(cfg)
+    assert [d.text for d in dm.test.docs] == [h for _, _, h in _headlines("乙", 12)]
+    assert (len(dm.train), len(dm.val)) == (80, 10)  # 80/10/10 rescaled to 8:1 over train_file's 90 lines
+    assert {d.text for d in dm.train.docs + dm.val.docs} == {h for _, _, h in _headlines("甲", 90)}
+    assert dm.test.targets[:, 0].tolist() == [1.0 if i % 3 == 0 else 0.0 for i in range(12)]
+    # val_file as well: nothing is cut from train_file
+    both = TextDataModule(DataConfig(**{**cfg.__dict__, "val_file": str(test)}))
+    assert (len(both.train), len(both.val), len(both.test)) == (90, 12, 12)
+
+
+def test_a_test_file_that_is_the_train_file_is_refused(tmp_path):
+    train = _toutiao(tmp_path / "train.txt", _headlines("甲", 30))
+    cfg = DataConfig(source="toutiao", task="multiclass", train_file=str(train), test_file=str(tmp_path / "." / "train.txt"))
+    with pytest.raises(ConfigError, match=r"data.test_file: is data.train_file itself"):
+        TextDataModule(cfg)
+
+
+def test_jsonl_val_file_alone_leaves_train_and_test_to_the_split(tmp_path):
+    rows = [{"text": f"小米SU7上市{i}", "doc_label": ["新车资讯--新车上市"]} if i % 2 else {"text": f"国足{i}", "doc_label": ["其他"]}
+            for i in range(45)]
+    train = _jsonl(tmp_path / "train.jsonl", rows)
+    val = _jsonl(tmp_path / "val.jsonl", rows[:7])
+    dm = TextDataModule(DataConfig(source="jsonl", task="hierarchical", train_file=str(train), val_file=str(val), taxonomy=None, min_freq=1))
+    assert (len(dm.train), len(dm.val), len(dm.test)) == (40, 7, 5)  # 80/10 of 45 rescaled to 8:1

@@ -142,6 +142,35 @@ def test_two_stage_rare_model_replaces_its_column(trained, tmp_path):
     assert np.array_equal(pred[:, j], rare_pred & pred[:, 0])  # the rare model decides, under the gate
 
 
+def test_binary_eval_reports_the_positive_class_on_the_eight_row_case(tmp_path):
+    """The defect's 8-row case through a real binary checkpoint and ``python -m textcls.eval``: the gold labels are
+    chosen against the model's own predictions so that TP=1, FP=1, FN=1, TN=5 -> P = R = F1 = 0.5 (it said 0.833)."""
+    cfg = compose_cfg(tmp_path, *SMALL, "data.task=binary")
+    run.train(cfg, build=build, schemas=SCHEMAS)
+    out = Path(cfg.paths.output_dir)
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = load_checkpoint(_best(out))
+    _, dm = build(cfg)
+    space, probs, pred, targets = combine([model], dm.test.docs)
+    tp, fp, fn = (int(((targets[:, 0] == a) & (pred[:, 0] == b)).sum()) for a, b in ((1, 1), (0, 1), (1, 0)))
+    assert metrics["test/f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))  # the positive class, from counts
+    assert metrics["test/f1"] > 0.8  # the gate is easy on synthetic data; the negatives' F1 would be ~0.99 too
+
+    on = [d.text for d, p in zip(dm.test.docs, pred[:, 0], strict=True) if p == 1]
+    off = [d.text for d, p in zip(dm.test.docs, pred[:, 0], strict=True) if p == 0]
+    rows = [(on[0], 1), (off[0], 1), (on[1], 0), *((t, 0) for t in off[1:6])]  # TP, FN, FP, 5 x TN
+    f = tmp_path / "eight.jsonl"
+    f.write_text("".join(json.dumps({"text": t, "doc_label": ["新车资讯"] if y else ["其他"]}, ensure_ascii=False) + "\n"
+                         for t, y in rows), encoding="utf-8")
+    res = run_cli("-m", "textcls.eval", f"ckpt={_best(out)}", f"data={f}", "logger=none", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == (
+        "precision: 0.500000, recall: 0.500000, fscore: 0.500000, right: 1, predict: 2, standard: 2"
+    )
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert (written["precision"], written["recall"], written["f1"]) == (0.5, 0.5, 0.5)
+
+
 def test_knn_fewshot_vote_decides_its_labels(trained):
     import lightning.pytorch as pl
 
