@@ -12,9 +12,13 @@ from textcls.vectors import embedding_matrix
 SCHEMAS = {"data": DataConfig, "module": ModuleConfig}
 
 
-def build(cfg: DictConfig) -> tuple[TextClassifier, TextDataModule]:
+def data_config(cfg: DictConfig) -> DataConfig:
     data = OmegaConf.to_container(cfg.data, resolve=True)  # interpolations such as ${paths.shared_dir} first
-    data_cfg: DataConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), data))
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), data))
+
+
+def build(cfg: DictConfig) -> tuple[TextClassifier, TextDataModule]:
+    data_cfg = data_config(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     module = OmegaConf.to_container(cfg.module, resolve=True)
     module_cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(ModuleConfig), module), resolve=True)
