@@ -126,7 +126,7 @@ def _metrics(r: dict) -> dict:
 
 # The headline figure of each Toutiao task, from one prediction matrix and its gold rows: positive-class F1
 # of the one-column car task, accuracy of the 15-class task. ``rows`` index the test part (bootstrap).
-HEADLINE = {"toutiao_car": ("F1", "f1"), "toutiao_15": ("accuracy", "acc")}
+HEADLINE = {"toutiao_car": "F1", "toutiao_15": "accuracy"}
 
 
 def headline(task: str, targets: np.ndarray, pred: np.ndarray) -> float:
@@ -212,7 +212,7 @@ def toutiao_section(
             neural = kind in ("neural", "dapt")
             runs[exp][key] = run_neural(overrides, log_dir) if neural else run_baseline(kind, overrides, log_dir)
             m = with_intervals(exp, runs[exp][key])
-            print(f"[bench] {name} / {exp}: test {HEADLINE[exp][0]} {m['ci']}, val {m['val']:.4f}, "
+            print(f"[bench] {name} / {exp}: test {HEADLINE[exp]} {m['ci']}, val {m['val']:.4f}, "
                   f"train {m['train_s']:.0f} s", file=sys.stderr, flush=True)
     best: dict[str, str] = {}
     for exp in tasks:
@@ -242,7 +242,6 @@ def toutiao_section(
     )
     lines = []
     for exp in tasks:
-        what, _ = HEADLINE[exp]
         task = "car-vs-other F1" if exp == "toutiao_car" else "15-class accuracy"
         r = runs[exp]
         if exp in best and "tfidf" in r:

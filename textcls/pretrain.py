@@ -4,6 +4,7 @@ training), then ``python -m textcls.train [+exp=NAME] model=bert model.name_or_p
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -25,6 +26,8 @@ def pretrain(cfg) -> float:
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     keep = {k: trainer[k] for k in ("accelerator", "devices", "precision") if k in trainer}
     tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():  # left by an interrupted run: save_pretrained would mix old and new files
+        shutil.rmtree(tmp)
     metrics = pretrain(
         [d.text for d in dm.train.docs], [d.text for d in dm.val.docs], PretrainConfig(**{**pcfg.__dict__, "out": str(tmp)}),
         OmegaConf.to_container(cfg.model, resolve=True), dm.cfg.max_len, keep, cfg.seed,

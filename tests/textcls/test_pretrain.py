@@ -20,6 +20,8 @@ def pretrained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dapt")
     cfg = compose_cfg(tmp, "data.synth.n=600", "pretrain.epochs=4", "pretrain.batch_size=16", f"pretrain.out={tmp / 'bert'}", "pretrain.lr=0.002",
                       "callbacks.progress_bar=null", name="pretrain")
+    (tmp / ".bert.tmp").mkdir()
+    (tmp / ".bert.tmp" / "stale.bin").write_bytes(b"from an interrupted run")
     val_loss = pretrain.pretrain(cfg)
     return {"cfg": cfg, "dir": tmp / "bert", "val_loss": val_loss}
 
@@ -32,6 +34,7 @@ def test_masked_lm_learns_the_domain_text(pretrained):
     # an untrained model predicts uniformly at best: ln(vocab) nats per masked token
     assert pretrained["val_loss"] < math.log(len(tok)) - 0.5, (pretrained["val_loss"], len(tok))
     assert not (Path(pretrained["dir"]).parent / ".bert.tmp").exists()
+    assert not (Path(pretrained["dir"]) / "stale.bin").exists()  # an interrupted run's leftovers are not shipped
 
 
 def test_tokenizer_covers_the_training_characters_and_latin_runs():
