@@ -37,8 +37,9 @@ demo: install  ## the main job on the embedded default: python -m vlm.train +exp
 test: install  ## the whole test suite (fails on any failure, and on zero tests)
 	$(PY) -m pytest
 
-lint: install  ## ruff
+lint: install  ## ruff, and lint-imports (the import contracts in pyproject.toml: package independence, layers)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 ui: install  ## MLflow UI on 127.0.0.1:$(PORT) for STORE (default: ./mlruns.db)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(STORE)) --host 127.0.0.1 --port $(PORT)

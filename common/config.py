@@ -32,6 +32,35 @@ from common.errors import ConfigError
 
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
+# Keys that moved when the three packages took one name per concept: the old spelling fails at start-up
+# naming the new one (each package used to say the learning rate and the data switch its own way).
+RENAMED = {
+    "module.lr": "optim.lr", "module.weight_decay": "optim.weight_decay",
+    "model.lr": "optim.lr", "model.weight_decay": "optim.weight_decay",
+    "model.warmup_steps": "scheduler.warmup_steps", "model.schedule": "scheduler=<name> (the scheduler group)",
+    "optim.warmup_steps": "scheduler.warmup_steps", "optim.scheduler": "scheduler=<name> (the scheduler group)",
+    "optim.lr_vision": "lr_groups.vision", "optim.lr_projector": "lr_groups.projector", "optim.lr_llm": "lr_groups.llm",
+    "pretrain.lr": "optim.lr", "pretrain.weight_decay": "optim.weight_decay", "pretrain.warmup_ratio": "scheduler.warmup_ratio",
+    "data.kind": "data.source",
+}
+
+
+def renamed(key: str) -> str | None:
+    """``"<old>: renamed to <new>"`` when ``key`` (``+``/``~`` prefixes and ``=value`` allowed) is an old spelling."""
+    key = key.lstrip("+~").split("=", 1)[0]
+    return f"{key}: renamed to {RENAMED[key]}" if key in RENAMED else None
+
+
+def renamed_in(message: str) -> str | None:
+    """The renamed-key hint for a Hydra / OmegaConf error message that names an old spelling, else None."""
+    import re
+
+    for key in re.findall(r"override '([^']+)'|full_key: (\S+)|\b([a-z_]+\.[a-z_.]+)\b", message):
+        hint = renamed(next(k for k in key if k))
+        if hint:
+            return hint
+    return None
+
 
 def project_root() -> Path:
     """The repository root: ``$PROJECT_ROOT``, else the checkout this package lives in, else the cwd."""
@@ -165,6 +194,8 @@ def _walk_targets(node: Any, path: str) -> None:
 def _format_omegaconf_error(e: OmegaConfBaseException, prefix: str) -> str:
     key = getattr(e, "full_key", None) or ""
     key = f"{prefix}.{key}" if prefix and key else (prefix or key)
+    if hint := renamed(key):
+        return hint
     msg = str(e).split("\n")[0]
     if "not in" in msg.lower() and getattr(e, "key", None):
         owner = next((t for t in (getattr(e, "object_type", None), getattr(e, "ref_type", None)) if dataclasses.is_dataclass(t)), None)
@@ -187,8 +218,8 @@ def validate(cfg: DictConfig, schemas: dict[str, type] | None = None) -> DictCon
         node = OmegaConf.select(cfg, key)
         if node is None:
             raise ConfigError(f"{key}: missing (expected a {schema.__name__} node)")
-        try:
-            merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        try:  # a plain copy (interpolations kept): a node already typed by the schema would skip the key check
+            merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node, resolve=False))
         except OmegaConfBaseException as e:
             raise ConfigError(_format_omegaconf_error(e, key)) from None
         with _writable(cfg):

@@ -26,6 +26,7 @@ from typing import Any
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 import common.config  # noqa: F401  (registers the resolvers the YAML files use)
+from common.config import renamed_in
 from common.errors import ConfigError, UserError
 from common.tracking import FAILURES_DIR
 
@@ -83,6 +84,15 @@ def run_job(task: Callable[[Any], Any], cfg: Any) -> Any:
         raise
 
 
+def _key_first(message: str) -> str:
+    """``Error merging override data.max_len=long; Value ...`` (a schema-typed node refusing a value while Hydra
+    composes) -> ``data.max_len: Value ...``, the ``key: what is wrong`` shape of every other error."""
+    import re
+
+    m = re.match(r"Error merging override \+*([\w.]+)=[^;]*; (.*)", message)
+    return f"{m.group(1)}: {m.group(2)}" if m else message
+
+
 def _reporting_errors(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
     """Hydra prints a bad override or a missing config group option over several lines and exits 1; say it
     in one ``error:`` line with exit 2 like every other user error (``HYDRA_FULL_ERROR=1`` keeps Hydra's)."""
@@ -97,7 +107,7 @@ def _reporting_errors(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
         try:
             return hydra_main(*args, **kwargs)
         except CompactHydraException as e:
-            print(f"error: {one_line(e)}", file=sys.stderr)
+            print(f"error: {renamed_in(str(e)) or _key_first(one_line(e))}", file=sys.stderr)
             sys.exit(2)
         finally:
             os.environ.pop("HYDRA_FULL_ERROR", None)

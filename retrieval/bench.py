@@ -15,8 +15,6 @@ what ran and is rewritten after each section, so a long run leaves its finished 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,20 +22,39 @@ from pathlib import Path
 import numpy as np
 
 from common import io
+from common.bench import load, machine
+from common.metrics.classification import PRF
+from common.metrics.retrieval import ranked_recall_at_k
+from common.optim import nodes
+from retrieval.data import (
+    DataConfig,
+    ItemLoader,
+    PairDataset,
+    RetrievalDataModule,
+    Split,
+    make_splits,
+    read_deepmatcher,
+    read_ditto,
+    text_field,
+)
+from retrieval.knn import build_index
+from retrieval.models.text import TextTower
+from retrieval.module import RetrievalModule
+from retrieval.negatives import mine_negatives
+from retrieval.normalise import expand_codes
+from retrieval.rerank import (
+    PairDataModule,
+    RerankerModule,
+    best_pair_threshold,
+    fuse,
+    norm,
+    pair_prf,
+    rerank_scores,
+    serialise,
+)
+from retrieval.scoring import score_matrices
 
 ANCHORS = {"abt_buy": ("Ditto (Li et al. 2020)", 89.33), "amazon_walmart": ("Ditto (Li et al. 2020)", 86.76)}
-
-
-def machine() -> str:
-    import torch
-
-    dev = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only"
-    return f"{platform.machine()}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {dev}, python {platform.python_version()}"
-
-
-def load() -> str:
-    """1/5/15-minute load averages: the machine may be shared, and timings only mean something beside them."""
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def tfidf_scorer(cat):
@@ -81,8 +98,6 @@ def _row(name, rows):
 
 
 def retrieval_metrics(scores, cat, splits):
-    from retrieval.evaluate import score_matrices
-
     v = splits["val"]
     val, _ = score_matrices(scores(v.queries, v.gallery), scores(v.pool, v.pool), v, cat, "")
     t = splits["test"]
@@ -91,9 +106,6 @@ def retrieval_metrics(scores, cat, splits):
 
 
 def pair_metrics(pair_scores, pairs_dir, fields, prep=str):
-    from retrieval.data import read_ditto
-    from retrieval.rerank import best_pair_threshold, pair_prf, serialise
-
     def load(name):
         rows = read_ditto(pairs_dir / name)
         return ([prep(serialise(a, fields)) for a, _, _ in rows], [prep(serialise(b, fields)) for _, b, _ in rows],
@@ -122,20 +134,18 @@ def finetune(cat, splits, negatives, args, root):
     """InfoNCE fine-tuning of the MiniLM tower with mined negatives (a Lightning run without logger)."""
     import lightning as L
 
-    from retrieval.data import DataConfig, ItemLoader, PairDataset, RetrievalDataModule
-    from retrieval.module import RetrievalModule
 
     dm = RetrievalDataModule.__new__(RetrievalDataModule)
     L.LightningDataModule.__init__(dm)
-    dm.cfg = DataConfig(kind="deepmatcher", batch_size=args.batch_size, num_negatives=args.num_negatives)
+    dm.cfg = DataConfig(source="deepmatcher", batch_size=args.batch_size, num_negatives=args.num_negatives)
     dm.train_tf = dm.eval_tf = None
     dm.catalog, dm.splits, dm.labels = cat, splits, {}
     dm.train_set = PairDataset(cat, splits["train"], ItemLoader(cat), args.num_negatives, args.seed, negatives)
     dm.fingerprint = ""
     steps = args.epochs * max(1, len(dm.train_set.anchors) // args.batch_size)
+    opt, sched = nodes(lr=args.lr, weight_decay=0.01, schedule_name="linear", warmup_steps=max(1, steps // 10))
     module = RetrievalModule({"text": {"name_or_path": "minilm", "pooling": "mean", "max_length": args.max_length}, "image": None},
-                             loss="infonce", temperature=args.temperature, lr=args.lr, warmup_steps=max(1, steps // 10),
-                             symmetric=args.symmetric, schedule="linear")
+                             loss="infonce", temperature=args.temperature, symmetric=args.symmetric, optim=opt, scheduler=sched)
     trainer = L.Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False, num_sanity_val_steps=0,
                         limit_val_batches=0, enable_progress_bar=True, accelerator="cpu", default_root_dir=str(root))
     trainer.fit(module, datamodule=dm)
@@ -145,13 +155,13 @@ def finetune(cat, splits, negatives, args, root):
 def train_reranker(pairs_dir, fields, args, root, held_out: set[str], prep=str):
     import lightning as L
 
-    from retrieval.rerank import PairDataModule, RerankerModule
 
     dm = PairDataModule(str(pairs_dir), fields, batch_size=args.batch_size, loss="bce", neg_per_pos=args.rerank_neg_per_pos,
                         seed=args.seed, exclude_texts=held_out)
     for name in ("train_pairs", "val_pairs", "test_pairs"):
         setattr(dm, name, [(prep(a), prep(b), y) for a, b, y in getattr(dm, name)])
-    module = RerankerModule({"name_or_path": "minilm", "max_length": args.rerank_max_length}, loss="bce", lr=args.rerank_lr)
+    opt, sched = nodes(lr=args.rerank_lr, weight_decay=0.01, schedule_name="constant", warmup_steps=0)
+    module = RerankerModule({"name_or_path": "minilm", "max_length": args.rerank_max_length}, loss="bce", optim=opt, scheduler=sched)
     trainer = L.Trainer(max_epochs=args.rerank_epochs, logger=False, enable_checkpointing=False, num_sanity_val_steps=0,
                         check_val_every_n_epoch=args.rerank_epochs, accelerator="cpu", default_root_dir=str(root))
     trainer.fit(module, datamodule=dm)  # validation picks the threshold
@@ -160,12 +170,6 @@ def train_reranker(pairs_dir, fields, args, root, held_out: set[str], prep=str):
 
 
 def bench_dataset(name, folder, args, root):
-    from retrieval.data import Split, make_splits, read_deepmatcher, text_field
-    from retrieval.mine import mine_negatives
-    from retrieval.models.text import TextTower
-    from retrieval.normalise import expand_codes
-    from retrieval.rerank import norm
-
     fields = text_field(folder)
     cat = read_deepmatcher(folder, fields)
     splits = make_splits(cat, [0.5, 0.2, 0.3], args.seed)
@@ -220,7 +224,6 @@ def bench_dataset(name, folder, args, root):
 
     t = time.perf_counter()
     reranker, res = train_reranker(pairs_dir, fields, args, root, held_out, prep)
-    from common.metrics.classification import PRF
 
     alpha, test_rr = rerank_fused(reranker, sc, cat, splits, ft["threshold"], args.rerank_k)
     prf = PRF(res["test/pair_precision"], res["test/pair_recall"], res["test/pair_f1"], 0)
@@ -237,8 +240,6 @@ def rerank_fused(reranker, sc, cat, splits, threshold, k):
     """Rerank each query's bi-encoder top-k by ``bi-encoder score + alpha * cross-encoder logit``, with alpha
     (``inf`` = cross-encoder alone) picked on the validation split's recall@1; returns alpha and test metrics.
     The matching threshold stays the bi-encoder's: the reranker changes the ranking only."""
-    from retrieval.evaluate import score_matrices
-    from retrieval.rerank import fuse, rerank_scores
 
     def prepared(split):
         scores = sc(split.queries, split.gallery)
@@ -293,8 +294,6 @@ def faiss_params(n: int) -> list[tuple[str, dict, str, tuple]]:
 def bench_faiss(n: int, dim: int, n_queries: int, seed: int):
     import faiss
 
-    from common.metrics.retrieval import ranked_recall_at_k
-    from retrieval.index import build_index
 
     x, q = synthetic_vectors(n, dim, n_queries, seed)
     out, exact = [], None
@@ -382,7 +381,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     root = Path(args.out).parent
     lines = ["# retrieval bench", "", f"command: `python -m retrieval.bench {' '.join(argv if argv is not None else sys.argv[1:])}`",
-             f"machine: {machine()}; load average (1/5/15 min) at start {load()}", "",
+             f"machine at start: {machine()}", "",
              f"settings: inputs = the name/title column{' with separator-free product codes appended' if args.normalise_codes else ''}"
              f" (same for every method); fine-tuning {args.epochs} epochs, lr {args.lr:g} (10 % warm-up, linear decay), batch "
              f"{args.batch_size}, temperature {args.temperature:g}, {'symmetric ' if args.symmetric else ''}InfoNCE, "

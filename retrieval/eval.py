@@ -14,17 +14,23 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
-from common import entry, io, tracking
-from common.run import instantiate_loggers
+from common import entry, eval_cli, io, tracking
+from common.config import validate
+from common.data.fingerprint import fingerprint
+from common.metrics.retrieval import pair_prf
+from retrieval.build import data_config
+from retrieval.data import DataConfig, all_split, load_catalog, make_splits, read_pairs
+from retrieval.embed import cached_embed, load_module
+from retrieval.module import write_outputs
+from retrieval.scoring import best_threshold, score_split
 
 log = logging.getLogger(__name__)
 
 
 def pair_scores_from_files(folder: Path, cat, emb: dict[int, np.ndarray], threshold: float) -> dict:
     """Pair P/R/F1 on a DeepMatcher labelled pair file (``test.csv`` with tableA/B ids) at ``threshold``."""
-    from common.metrics.retrieval import pair_prf
-    from retrieval.data import read_pairs
 
     f = folder / "test.csv"
     if not f.exists():
@@ -38,15 +44,6 @@ def pair_scores_from_files(folder: Path, cat, emb: dict[int, np.ndarray], thresh
 
 @entry.main("retrieval", config_name="eval")
 def main(cfg):
-    from omegaconf import OmegaConf
-
-    from common.config import validate
-    from retrieval.build import data_config
-    from retrieval.data import DataConfig, all_split, load_catalog, make_splits
-    from retrieval.evaluate import best_threshold, score_split
-    from retrieval.module import write_outputs
-    from retrieval.predict import cached_embed, load_module
-
     validate(cfg, {"data": DataConfig})
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,29 +51,26 @@ def main(cfg):
     dcfg = data_config(cfg.data)
     cat, _ = load_catalog(dcfg)
     split = all_split(cat) if cfg.split == "all" else make_splits(cat, list(dcfg.split), dcfg.seed)[cfg.split]
-    from common.data.fingerprint import fingerprint
-
     fp = fingerprint(zip(cat.ids, cat.titles, cat.groups, strict=True))
     need = np.unique(np.concatenate([split.queries, split.gallery, split.pool]))
-    if dcfg.kind == "deepmatcher":  # labelled pairs may name any record of either table
+    if dcfg.source == "deepmatcher":  # labelled pairs may name any record of either table
         need = np.arange(len(cat))
     emb = cached_embed(module, cfg.ckpt, cat, need, cfg.paths.cache_dir, fp)
     thr = float(module.threshold) if cfg.threshold is None else float(cfg.threshold)
     at_least = int(cfg.at_least)
     metrics, curve = score_split(emb, split, cat, "", thr, at_least)
     metrics["f1_oracle"], metrics["threshold_oracle"] = best_threshold(curve)[1], best_threshold(curve)[0]
-    if dcfg.kind == "deepmatcher":
+    if dcfg.source == "deepmatcher":
         metrics.update(pair_scores_from_files(Path(dcfg.path), cat, emb, thr))
     metrics = {f"eval/{k}": float(v) for k, v in metrics.items()}
-    loggers = instantiate_loggers(cfg, None)
-    for lg in loggers:
-        lg.log_hyperparams({"ckpt": str(cfg.ckpt), "data.path": str(dcfg.path), "data.kind": dcfg.kind, "split": cfg.split})
-        lg.log_metrics(metrics)
-    tracking.set_tags(loggers, {"data_fingerprint": fp})
-    io.write_json(out / "metrics.json", metrics)
-    tracking.log_artifact(loggers, out / "metrics.json")
-    write_outputs(emb, split, cat, thr, at_least, out, loggers, curves={cfg.split: curve})
-    tracking.end_runs(loggers, "FINISHED")
+    with eval_cli.tracked_run(cfg, tags={"data_fingerprint": fp}) as loggers:
+        for lg in loggers:
+            lg.log_hyperparams({"ckpt": str(cfg.ckpt), "data.path": str(dcfg.path), "data.source": dcfg.source,
+                                "split": cfg.split})
+            lg.log_metrics(metrics)
+        io.write_json(out / "metrics.json", metrics)
+        tracking.log_artifact(loggers, out / "metrics.json")
+        write_outputs(emb, split, cat, thr, at_least, out, loggers, curves={cfg.split: curve})
     for k, v in metrics.items():
         print(f"{k}: {v:.4f}")
     print(f"outputs in {out}")

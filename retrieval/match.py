@@ -15,21 +15,27 @@ highest-logit neighbour. The bi-encoder's ``threshold`` / ``tune_on`` are not us
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 
 from common import entry, io
+from common.checkpoints import load_module as load
 from common.data.records import read_csv, require_text
 from common.errors import ConfigError, DataError
+from common.metrics.retrieval import shopee_f1
+from retrieval.data import SHOPEE_COLUMNS, Catalog, all_split, read_shopee
+from retrieval.embed import embed_catalog, load_module
+from retrieval.knn import build_index, search
+from retrieval.rerank import RerankerModule, rerank_scores
+from retrieval.scoring import best_threshold, f1_curve, matches_at
 
 
 def read_postings(path, image_dir=None):
     """A Shopee CSV with or without ``label_group`` (unlabelled test postings get their own id as group)."""
-    from retrieval.data import SHOPEE_COLUMNS, Catalog, read_shopee
 
     path = Path(path)
-    import csv
 
     with path.open(encoding="utf-8-sig", newline="") as f:
         header = next(csv.reader(f), [])
@@ -75,16 +81,8 @@ def reranked_matches(ids, candidates: list[list[int]], logits: list[np.ndarray],
 
 @entry.main("retrieval", config_name="match")
 def main(cfg):
-    from retrieval.data import all_split
-    from retrieval.evaluate import best_threshold, f1_curve, matches_at
-    from retrieval.index import build_index, search
-    from retrieval.predict import embed_catalog, load_module
-
     reranker = None
     if cfg.get("reranker"):  # before the bi-encoder: a bad path fails at once
-        from common.checkpoints import load_module as load
-        from retrieval.rerank import RerankerModule
-
         reranker = load(RerankerModule, cfg.reranker, key="reranker")
         if isinstance(cfg.rerank_k, bool) or not isinstance(cfg.rerank_k, int) or cfg.rerank_k < 1:
             raise ConfigError(f"rerank_k: expected an integer >= 1, got {cfg.rerank_k!r}")
@@ -111,8 +109,6 @@ def main(cfg):
         s, n = search(index, x, int(cfg.k))
         matches = matches_at(cat.ids, s, n, float(threshold), int(cfg.at_least))
     else:
-        from retrieval.rerank import rerank_scores
-
         rk = int(cfg.rerank_k)
         _, n = search(index, x, rk + 1)  # + the posting itself
         cand = rerank_candidates(n, rk)
@@ -127,8 +123,6 @@ def main(cfg):
     else:
         print(f"wrote {len(matches)} postings to {out}")
     if len(set(cat.groups)) < len(cat):  # labelled input: report the F1 too
-        from common.metrics.retrieval import shopee_f1
-
         print(f"shopee F1: {shopee_f1(matches, dict(zip(cat.ids, cat.groups, strict=True))):.4f}")
 
 

@@ -12,12 +12,17 @@ sampled. Output: the same JSONL with ``neg`` replaced, written atomically.
 from __future__ import annotations
 
 import logging
-import random
 
 import numpy as np
 
 from common import entry, io
+from common.data.records import read_jsonl
 from common.errors import ConfigError
+from retrieval.build import data_config
+from retrieval.data import load_catalog, make_splits, read_flag_jsonl
+from retrieval.embed import load_module
+from retrieval.models.text import TextTower
+from retrieval.negatives import mine_texts
 
 log = logging.getLogger(__name__)
 
@@ -32,47 +37,11 @@ def parse_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
-def mine_negatives(q_emb: np.ndarray, c_emb: np.ndarray, positives: list[set[int]], exclude: list[set[int]],
-                   range_for_sampling: tuple[int, int] = (2, 200), negative_number: int = 15,
-                   score_ceiling: float | None = None, seed: int = 0) -> list[list[int]]:
-    """Per query, ``negative_number`` candidate indices sampled from its rank window (1-based, inclusive)."""
-    from retrieval.index import knn
-
-    lo, hi = range_for_sampling
-    scores, ids = knn(q_emb, c_emb, hi)
-    rng = random.Random(seed)
-    out = []
-    for q, (s, n) in enumerate(zip(scores, ids, strict=True)):
-        window = [(j, v) for j, v in zip(n[lo - 1 : hi], s[lo - 1 : hi], strict=True) if j >= 0]
-        cands = [int(j) for j, v in window if int(j) not in positives[q] and int(j) not in exclude[q]
-                 and (score_ceiling is None or v <= score_ceiling)]
-        if len(cands) < negative_number:  # FlagEmbedding tops up from the rest of the pool at random
-            rest = [j for j in range(len(c_emb)) if j not in positives[q] and j not in exclude[q] and j not in cands]
-            cands += rng.sample(rest, min(len(rest), negative_number - len(cands)))
-        out.append(rng.sample(cands, min(negative_number, len(cands))))
-    return out
-
-
-def mine_texts(rows: list[dict], pool: list[str], encode, **kw) -> list[dict]:
-    """FlagEmbedding rows in, rows with mined ``neg`` out (texts; the query and its positives never appear)."""
-    pool = list(dict.fromkeys(pool))
-    pos_of = {t: i for i, t in enumerate(pool)}
-    q_emb, c_emb = encode([r["query"] for r in rows]), encode(pool)
-    positives = [{pos_of[p] for p in r["pos"] if p in pos_of} for r in rows]
-    exclude = [{pos_of[r["query"]]} if r["query"] in pos_of else set() for r in rows]
-    negs = mine_negatives(q_emb, c_emb, positives, exclude, **kw)
-    return [{**r, "neg": [pool[j] for j in n]} for r, n in zip(rows, negs, strict=True)]
-
-
 def encoder_from_cfg(cfg):
     """A text encoder ``list[str] -> np.ndarray`` from ``ckpt`` (a trained matcher) or ``text`` (a tower)."""
     import torch
 
-    from retrieval.models.text import TextTower
-
     if cfg.get("ckpt"):
-        from retrieval.predict import load_module
-
         tower = load_module(cfg.ckpt).net.text
         if tower is None:
             raise ConfigError("ckpt: this model has no text tower to mine with")
@@ -103,8 +72,6 @@ def flag_rows_from_deepmatcher(cat, split) -> tuple[list[dict], list[str]]:
 
 @entry.main("retrieval", config_name="mine")
 def main(cfg):
-    from retrieval.data import read_flag_jsonl, read_jsonl
-
     window = parse_range(cfg.range_for_sampling)  # config and output path first: no model loads for a typo
     out = io.check_writable(cfg.output_file, "output_file")
     if cfg.input_file:
@@ -114,9 +81,6 @@ def main(cfg):
         else:
             pool = [t for r in rows for t in [*r["pos"], *r["neg"]]]
     elif cfg.data and cfg.data.get("path"):
-        from retrieval.build import data_config
-        from retrieval.data import load_catalog, make_splits
-
         dcfg = data_config(cfg.data)
         cat, _ = load_catalog(dcfg)
         if not any(cat.side):

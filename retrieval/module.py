@@ -12,25 +12,25 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from common import io, tracking
+from common import io, optim, tracking
+from common.distributed import all_ranks
 from common.errors import ConfigError
-from retrieval import evaluate, plots
+from retrieval import plots, scoring
 from retrieval.losses import info_nce
 from retrieval.models.fusion import ArcFace, MatchModel
+from retrieval.schemas import ModelConfig
 
 log = logging.getLogger(__name__)
 
 
 class RetrievalModule(pl.LightningModule):
-    def __init__(self, model: dict, loss: str = "infonce", temperature: float = 0.05, lr: float = 1e-3,
-                 weight_decay: float = 0.01, num_classes: int = 0, arcface: dict | None = None,
-                 at_least: int = 1, warmup_steps: int = 0, symmetric: bool = False, schedule: str = "constant"):
+    def __init__(self, model: dict, loss: str = ModelConfig.loss, temperature: float = ModelConfig.temperature,
+                 num_classes: int = 0, arcface: dict | None = None, at_least: int = ModelConfig.at_least,
+                 symmetric: bool = ModelConfig.symmetric, optim: dict | None = None, scheduler: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         if loss not in ("infonce", "siglip", "arcface"):
             raise ConfigError(f"model.loss: expected infonce|siglip|arcface, got {loss!r}")
-        if schedule not in ("constant", "linear"):
-            raise ConfigError(f"model.schedule: expected constant|linear, got {schedule!r}")
         self.net = MatchModel(**model)
         if loss == "siglip":
             from open_clip.loss import SigLipLoss
@@ -105,17 +105,13 @@ class RetrievalModule(pl.LightningModule):
 
     def _gather_emb(self) -> None:
         """Under DDP each rank embedded its shard (the sampler pads with repeats): every rank gets them all."""
-        if self.trainer.world_size == 1:
-            return
-        parts: list = [None] * self.trainer.world_size
-        torch.distributed.all_gather_object(parts, self._emb)
-        self._emb = {i: v for part in parts for i, v in part.items()}
+        self._emb = {i: v for part in all_ranks(self._emb, self.trainer.world_size) for i, v in part.items()}
 
     def _score(self, split_name: str, tune: bool) -> dict:
         self._gather_emb()
         dm = self.trainer.datamodule
         split = dm.splits[split_name]
-        metrics, curve = evaluate.score_split(self._emb, split, dm.catalog, f"{split_name}/",
+        metrics, curve = scoring.score_split(self._emb, split, dm.catalog, f"{split_name}/",
                                               None if tune else float(self.threshold), self.hparams.at_least)
         self.curves[split_name] = curve
         self._emb = {}
@@ -135,19 +131,10 @@ class RetrievalModule(pl.LightningModule):
         self.log_dict(self._score("test", tune=False))
 
     def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if not hp.warmup_steps and hp.schedule == "constant":
-            return opt
-        total, warm = max(1, self.trainer.estimated_stepping_batches), max(1, hp.warmup_steps)
-
-        def factor(s):  # linear warm-up, then constant or linear decay to 0 at the last step
-            if s < warm:
-                return (s + 1) / warm
-            return 1.0 if hp.schedule == "constant" else max(0.0, (total - s) / max(1, total - warm))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if self.hparams.optim is None:
+            raise ConfigError("optim: this module was built without an optimiser config (give optim=...)")
+        return optim.configure(self.parameters(), self.hparams.optim, self.hparams.scheduler,
+                               self.trainer.estimated_stepping_batches)
 
     # ------------------------------------------------------------ end of run
     @torch.no_grad()
@@ -177,7 +164,7 @@ def write_outputs(emb, split, cat, threshold, at_least, out: Path, loggers, curv
     pool = np.stack([emb[int(i)] for i in split.pool])
     curves = dict(curves or {})
     if "test" not in curves:
-        curves["test"] = evaluate.f1_curve(pool, split, cat, at_least)
+        curves["test"] = scoring.f1_curve(pool, split, cat, at_least)
     fig = plots.threshold_curve(curves, threshold)
     fig.savefig(out / "threshold_f1.png", dpi=100)
     tracking.log_figure(loggers, fig, "plots/threshold_f1.png")
@@ -187,8 +174,8 @@ def write_outputs(emb, split, cat, threshold, at_least, out: Path, loggers, curv
     fig.savefig(out / "retrieval_grid.png", dpi=100)
     tracking.log_figure(loggers, fig, "plots/retrieval_grid.png")
     ids = [cat.ids[i] for i in split.pool]
-    s, n = evaluate.neighbours(pool)
-    matches = evaluate.matches_at(ids, s, n, threshold, at_least)
+    s, n = scoring.neighbours(pool)
+    matches = scoring.matches_at(ids, s, n, threshold, at_least)
     path = out / "predictions.csv"
     io.write_text(path, "posting_id,matches\n" + "".join(f"{k},{' '.join(v)}\n" for k, v in matches.items()))
     tracking.log_artifact(loggers, path, "predictions")

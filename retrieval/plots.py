@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 
+from common.data.images import load_image
+
 
 def threshold_curve(curves: dict[str, list[tuple[float, float]]], chosen: float):
     import matplotlib.pyplot as plt
@@ -27,7 +29,6 @@ def retrieval_grid(q_emb, g_emb, split, cat, n_queries: int = 6, k: int = 5, see
     """Each row: a query then its top-k gallery items, framed green when they match, red when not."""
     import matplotlib.pyplot as plt
 
-    from common.data.images import load_image
 
     rel = split.relevant(cat)
     rows = [i for i, r in enumerate(rel) if r]

@@ -12,6 +12,8 @@ F1 (kept in the checkpoint) and test reports pair P/R/F1 at it (``common.metrics
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -19,8 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from common import optim
+from common.distributed import gathered
 from common.errors import ConfigError
 from common.metrics.retrieval import pair_prf
+from common.metrics.thresholds import best_f1_threshold
 from retrieval.data import ditto_fields, read_ditto
 from retrieval.models.reranker import CrossEncoder
 
@@ -39,8 +44,6 @@ def serialise(text_or_fields, fields: list[str] | None) -> str:
 
 def norm(text: str) -> str:
     """Case/punctuation/spacing-insensitive form (Ditto lowercases and re-tokenises the raw titles)."""
-    import re
-
     return re.sub(r"[^0-9a-z]+", "", text.lower())
 
 
@@ -90,8 +93,8 @@ def collate_groups(batch):
 
 
 class RerankerModule(pl.LightningModule):
-    def __init__(self, encoder: dict, loss: str = "bce", lr: float = 3e-5, weight_decay: float = 0.01,
-                 pos_weight: float = 1.0):
+    def __init__(self, encoder: dict, loss: str = "bce", pos_weight: float = 1.0, optim: dict | None = None,
+                 scheduler: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         if loss not in ("bce", "grouped_ce"):
@@ -124,13 +127,17 @@ class RerankerModule(pl.LightningModule):
 
     validation_step = test_step = lambda self, batch, batch_idx: self._eval_step(batch)  # noqa: E731
 
-    def _flush(self):
-        s, y = torch.cat(self._scores).numpy(), torch.cat(self._labels).numpy().astype(int)
+    def _flush(self, stage: str):
+        """This split's ``(scores, labels)`` from every rank, so each rank tunes the same threshold."""
+        rows = list(zip(torch.cat(self._scores).tolist(), torch.cat(self._labels).tolist(), strict=True))
         self._scores, self._labels = [], []
-        return s, y
+        loader = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        n = len(loader.dataset) if hasattr(loader, "dataset") else None
+        rows = gathered(rows, self.trainer.world_size, n=n)
+        return np.array([s for s, _ in rows], dtype=np.float32), np.array([y for _, y in rows]).astype(int)
 
     def on_validation_epoch_end(self):
-        s, y = self._flush()
+        s, y = self._flush("val")
         if self.trainer.sanity_checking:
             return
         thr, prf = best_pair_threshold(s, y)
@@ -139,12 +146,15 @@ class RerankerModule(pl.LightningModule):
                       prog_bar=True)
 
     def on_test_epoch_end(self):
-        s, y = self._flush()
+        s, y = self._flush("test")
         prf = pair_prf(y, (s >= float(self.threshold)).astype(int))
         self.log_dict({"test/pair_f1": prf.f1, "test/pair_precision": prf.precision, "test/pair_recall": prf.recall})
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.optim is None:
+            raise ConfigError("optim: this module was built without an optimiser config (give optim=...)")
+        return optim.configure(self.parameters(), self.hparams.optim, self.hparams.scheduler,
+                               self.trainer.estimated_stepping_batches)
 
     @torch.no_grad()
     def score(self, left: list[str], right: list[str], batch_size: int = 64) -> np.ndarray:
@@ -155,13 +165,13 @@ class RerankerModule(pl.LightningModule):
 
 
 def best_pair_threshold(scores: np.ndarray, labels: np.ndarray):
-    """The score threshold with the best pair F1 (candidates: every observed score)."""
-    best = (0.0, pair_prf(labels, np.zeros_like(labels)))
-    for t in np.unique(np.quantile(scores, np.linspace(0, 1, 201))):
-        prf = pair_prf(labels, (scores >= t).astype(int))
-        if prf.f1 > best[1].f1:
-            best = (float(t), prf)
-    return best
+    """``(threshold, PRF)`` with the best pair F1 (candidates: 201 quantiles of the scores; ties as
+    :func:`common.metrics.thresholds.pick`); ``(0.0, PRF of no match)`` when no threshold finds a match."""
+    candidates = np.unique(np.quantile(scores, np.linspace(0, 1, 201)))
+    t, f1 = best_f1_threshold(scores, labels, candidates)
+    if f1 <= 0:
+        return 0.0, pair_prf(labels, np.zeros_like(labels))
+    return t, pair_prf(labels, (scores >= t).astype(int))
 
 
 class PairDataModule(pl.LightningDataModule):
@@ -171,8 +181,6 @@ class PairDataModule(pl.LightningDataModule):
                  group_size: int = 4, neg_per_pos: int | None = 3, seed: int = 0, eval_batch_size: int = 64,
                  exclude_texts: set[str] | None = None):
         super().__init__()
-        from pathlib import Path
-
         folder = Path(folder)
         load = lambda name: [(serialise(a, fields), serialise(b, fields), y) for a, b, y in read_ditto(folder / name)]  # noqa: E731
         self.train_pairs, self.val_pairs, self.test_pairs = load("train.txt"), load("valid.txt"), load("test.txt")

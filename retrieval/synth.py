@@ -15,18 +15,19 @@ Products of the same brand and type but another model or size are generated on p
 from __future__ import annotations
 
 import csv
-import hashlib
 import io as _io
 import json
 import math
 import random
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
 from common import io
+from common.cache import build_once, content_hash
 
 BRANDS = {  # name -> body colour
     "Nuvella": (200, 40, 60), "Kairo": (30, 90, 200), "Sakura": (240, 150, 190), "Orbix": (40, 160, 80),
@@ -186,10 +187,16 @@ def _phash(im: Image.Image) -> str:
 
 def generate(out_dir: str | Path, n_groups: int = 300, min_per_group: int = 2, max_per_group: int = 4,
              image_size: int = 64, seed: int = 0, progress: bool = True) -> Path:
-    """Write ``products.csv`` (Shopee format) and ``images/`` under ``out_dir``; returns the CSV path."""
+    """Write ``products.csv`` (Shopee format) and ``images/`` under ``out_dir`` (replacing what is there, whole or
+    not at all: :func:`common.cache.build_once`); returns the CSV path."""
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    build_once(out_dir, lambda tmp: _render_set(tmp, n_groups, min_per_group, max_per_group, image_size, seed, progress))
+    return out_dir / "products.csv"
+
+
+def _render_set(tmp: Path, n_groups: int = 300, min_per_group: int = 2, max_per_group: int = 4, image_size: int = 64,
+                seed: int = 0, progress: bool = True) -> None:
     (tmp / "images").mkdir(parents=True)
     rng = random.Random(seed + 1)
     rows, meta = [], []
@@ -214,17 +221,12 @@ def generate(out_dir: str | Path, n_groups: int = 300, min_per_group: int = 2, m
         w.writeheader()
         w.writerows(rows)
     io.write_jsonl(tmp / "products_meta.jsonl", meta)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    return out_dir / "products.csv"
 
 
 def ensure(cache_dir: str | Path, **params) -> Path:
     """The CSV of a synthetic set with these parameters, generated once under ``cache_dir``."""
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    out = Path(cache_dir) / "retrieval" / f"synth_{key}"
-    if not (out / "products.csv").exists():
-        generate(out, **params)
+    out = Path(cache_dir) / "retrieval" / f"synth_{content_hash(params)}"
+    build_once(out, lambda tmp: _render_set(tmp, **params), "the synthetic product set")
     return out / "products.csv"
 
 
@@ -238,6 +240,4 @@ def brand_of(meta_path: str | Path) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    import sys
-
     print(generate(sys.argv[1] if len(sys.argv) > 1 else "synth_out", n_groups=int(math.inf if False else 20)))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -24,9 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from common import io
+from common import io, run
+from common.bench import machine
 from common.config import project_root
+from common.metrics.classification import per_label, prf
+from common.metrics.intervals import bootstrap_interval, paired_difference
 from textcls import decoding, scores
+from textcls.baselines import FastTextBaseline, TfidfLRBaseline
+from textcls.build import SCHEMAS, build
+from textcls.inference import combine, load_checkpoint
+from textcls.pretrain import pretrain
 from textcls.taxonomy import SUBTAG_SHARES
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "textcls"
@@ -58,9 +64,6 @@ def compose_train_cfg(overrides: list[str], log_dir: Path, name: str = "train"):
 def run_neural(overrides: list[str], log_dir: Path) -> dict:
     """Train with ``common.run.train`` (best checkpoint by validation), then predict the val and test parts
     (prediction of the test part timed)."""
-    from common import run
-    from textcls.build import SCHEMAS, build
-    from textcls.inference import combine, load_checkpoint
 
     cfg = compose_train_cfg(["logger=none", "callbacks.progress_bar=null", *overrides], log_dir)
     t0 = time.perf_counter()
@@ -80,9 +83,6 @@ def run_neural(overrides: list[str], log_dir: Path) -> dict:
 
 
 def run_baseline(kind: str, overrides: list[str], log_dir: Path) -> dict:
-    from textcls.baselines import FastTextBaseline, TfidfLRBaseline
-    from textcls.build import build
-
     cfg = compose_train_cfg(["logger=none", *overrides], log_dir)
     _, dm = build(cfg)
     space = dm.space
@@ -130,8 +130,6 @@ HEADLINE = {"toutiao_car": "F1", "toutiao_15": "accuracy"}
 
 
 def headline(task: str, targets: np.ndarray, pred: np.ndarray) -> float:
-    from common.metrics.classification import prf
-
     if task == "toutiao_car":
         return prf(targets, pred).f1
     return float((targets.argmax(1) == pred.argmax(1)).mean())
@@ -139,7 +137,6 @@ def headline(task: str, targets: np.ndarray, pred: np.ndarray) -> float:
 
 def with_intervals(task: str, r: dict) -> dict:
     """The headline figure on test with its bootstrap 95 % interval, and on val (which picks the best recipe)."""
-    from common.metrics.intervals import bootstrap_interval
 
     t, p = r["targets"], r["pred"]
     ci = bootstrap_interval(lambda rows: headline(task, t[rows], p[rows]), len(t))
@@ -149,7 +146,6 @@ def with_intervals(task: str, r: dict) -> dict:
 
 def compare(task: str, a: dict, b: dict) -> str:
     """``a / b`` of the headline figure, and the paired-bootstrap interval of ``a - b``."""
-    from common.metrics.intervals import paired_difference
 
     t = a["targets"]
     diff = paired_difference(lambda pred, rows: headline(task, t[rows], pred), a["pred"], b["pred"])
@@ -162,9 +158,9 @@ TUNED_TEXTCNN: list[str] = ["model.kernel_sizes=[1,2,3,4]", "model.embedding_dim
 TOUTIAO_MODELS = {
     "cnn_char": ("TextCNN char (7/8/9 x 128)", "neural", []),
     "cnn_word": ("TextCNN word (jieba, 2/3/4 x 128)", "neural", ["data.tokenizer=word", "model.kernel_sizes=[2,3,4]"]),
-    "bert": ("BERT-class (tiny, from scratch)", "neural", ["model=bert", "module.lr=0.0005"]),
+    "bert": ("BERT-class (tiny, from scratch)", "neural", ["model=bert", "optim.lr=0.0005"]),
     # the same encoder after masked-LM pre-training on the training part's text (python -m textcls.pretrain)
-    "bert_dapt": ("BERT-class (tiny, masked-LM pre-trained on train text)", "dapt", ["model=bert", "module.lr=0.0005"]),
+    "bert_dapt": ("BERT-class (tiny, masked-LM pre-trained on train text)", "dapt", ["model=bert", "optim.lr=0.0005"]),
     # picked on val accuracy of toutiao_15 among the default, this one and 4 trials of
     # `hparams_search=toutiao_textcnn` (none of which beat it); used for both tasks
     "cnn_char_tuned": ("TextCNN char, kernels 1-4, emb 128, 15 epochs", "neural", TUNED_TEXTCNN),
@@ -182,8 +178,6 @@ def pretrained_encoder(log_dir: Path, data: list[str], epochs: int, notes: list[
     is stratified by class either way), once per bench run; its cost goes into ``notes``."""
     out = log_dir / "dapt_bert"
     if not out.exists():
-        from textcls.pretrain import pretrain
-
         print(f"[bench] masked-LM pre-training, {epochs} epochs", file=sys.stderr, flush=True)
         cfg = compose_train_cfg(["+exp=toutiao_15", *data, f"pretrain.out={out}", f"pretrain.epochs={epochs}",
                                  "callbacks.progress_bar=null", "logger=none"], log_dir, name="pretrain")
@@ -269,7 +263,6 @@ def synthetic_section(epochs: int, log_dir: Path) -> tuple[str, dict]:
     for name, extra in variants.items():
         print(f"[bench] synthetic / {name}", file=sys.stderr, flush=True)
         r = run_neural([f"trainer.max_epochs={epochs}", *extra], log_dir)
-        from common.metrics.classification import per_label
 
         per[name] = {row.label: row for row in per_label(r["targets"], r["pred"], r["space"].labels)}
         per[name]["_metrics"] = _metrics(r)
@@ -289,22 +282,6 @@ def synthetic_section(epochs: int, log_dir: Path) -> tuple[str, dict]:
         f"{n}: micro-F1 {per[n]['_metrics']['micro_f1']:.3f}, macro-F1 {per[n]['_metrics']['macro_f1']:.3f}" for n in names
     )
     return head + "\n".join(rows) + f"\n\n{summary}\n", per
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}, load average {load}"
 
 
 def main(argv: list[str] | None = None) -> None:

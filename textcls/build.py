@@ -5,11 +5,12 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
-from textcls.data import DataConfig, TextDataModule
-from textcls.module import ModuleConfig, TextClassifier
+from textcls.data import TextDataModule
+from textcls.module import TextClassifier
+from textcls.schemas import SCHEMAS, DataConfig, ModuleConfig
 from textcls.vectors import embedding_matrix
 
-SCHEMAS = {"data": DataConfig, "module": ModuleConfig}
+__all__ = ["SCHEMAS", "build", "data_config"]
 
 
 def data_config(cfg: DictConfig) -> DataConfig:
@@ -37,5 +38,7 @@ def build(cfg: DictConfig) -> tuple[TextClassifier, TextDataModule]:
         label_counts=dm.label_counts,
         n_train=len(dm.train),
         embedding_weights=weights,
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
     )
     return module, dm

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -34,6 +33,7 @@ from common.data.fingerprint import fingerprint
 from common.data.records import BadRecords, check_on_bad_record, check_utf8, read_jsonl, require_text
 from common.data.splits import random_split, stratified_split
 from common.errors import ConfigError, DataError
+from textcls.schemas import DataConfig, SynthConfig  # noqa: F401  (re-exported)
 from textcls.synth import Doc, generate
 from textcls.taxonomy import GATE, OTHER, Taxonomy, with_ancestors
 from textcls.tokenize import HFEncoder, VocabEncoder
@@ -50,42 +50,6 @@ TOUTIAO_CLASSES = {
     "110": "news_military", "112": "news_travel", "113": "news_world", "114": "stock",
     "115": "news_agriculture", "116": "news_game",
 }
-
-
-@dataclass
-class SynthConfig:
-    n: int = 12000
-    seed: int = 0
-    label_noise: float = 0.01
-    char_noise: float = 0.05
-
-
-@dataclass
-class DataConfig:
-    """The ``data`` node (checked at start-up: unknown keys and wrong types fail with their path)."""
-
-    source: str = "synthetic"
-    task: str = "hierarchical"
-    train_file: str | None = None
-    val_file: str | None = None
-    test_file: str | None = None
-    taxonomy: str | None = None
-    positive_label: str | None = None
-    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    split_seed: int = 0
-    tokenizer: str = "char"
-    max_len: int = 96
-    min_freq: int = 2
-    max_vocab: int | None = None
-    vectors: str | None = None
-    keywords: bool = False
-    batch_size: int = 64
-    sampler: str = "none"
-    sampler_power: float = 0.5
-    oversample_min_count: int = 50
-    num_workers: int = 0
-    on_bad_record: str = "error"
-    synth: SynthConfig = field(default_factory=SynthConfig)
 
 
 # ----------------------------------------------------------------------------------------------- records

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score
+
+from common.metrics.thresholds import f1_at, pick
 
 GRID = np.round(np.arange(0.02, 0.99, 0.02), 2)
 
@@ -58,15 +59,14 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0.5
     """Per-label threshold maximising that label's F1 on validation data.
 
     Labels without a positive in ``targets`` keep ``default``. Among equally good thresholds the middle one
-    is taken (a plateau's centre generalises better than its edge).
+    is taken (:func:`common.metrics.thresholds.pick`).
     """
     probs, targets = np.asarray(probs), np.asarray(targets).astype(int)
     out = np.full(probs.shape[1], default, dtype=np.float64)
     for j in range(probs.shape[1]):
         if targets[:, j].sum() == 0:
             continue
-        scores = np.array([f1_score(targets[:, j], probs[:, j] >= t, zero_division=0) for t in grid])
-        best = np.flatnonzero(scores >= scores.max() - 1e-12)
-        if scores.max() > 0:
-            out[j] = float(grid[best[len(best) // 2]])
+        t, f1 = pick(grid, f1_at(probs[:, j], targets[:, j], grid))
+        if f1 > 0:
+            out[j] = t
     return out

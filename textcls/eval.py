@@ -9,32 +9,22 @@ from pathlib import Path
 
 from omegaconf import ListConfig
 
-from common import entry, run, tracking
+from common import entry, eval_cli
 from common.metrics.classification import markdown_table
+from textcls.inference import combine, load_checkpoint, read_eval_file
+from textcls.report import write_evaluation
 
 
 def evaluate(cfg) -> float:
-    from textcls.inference import combine, load_checkpoint, read_eval_file
-    from textcls.report import write_evaluation
-
     paths = list(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig | list) else [cfg.ckpt]
     models = [load_checkpoint(p, f"ckpt[{i}]" if len(paths) > 1 else "ckpt") for i, p in enumerate(paths)]
     docs = read_eval_file(cfg.data, models[0], cfg.format, cfg.on_bad_record)
     space, probs, pred, targets = combine(models, docs, cfg.combine, cfg.batch_size)
-    loggers = run.instantiate_loggers(cfg, None)
     out = Path(cfg.paths.output_dir)
-    status = "FAILED"
-    try:
-        for lg in loggers:
-            if r := tracking.mlflow_run(lg):
-                r[0].set_tag(r[1], "eval_data", str(cfg.data))
-                tracking.log_config(r[0], r[1], cfg)
+    with eval_cli.tracked_run(cfg, tags={"eval_data": str(cfg.data)}, log_config=True) as loggers:
         result = write_evaluation(out, docs, targets, probs, pred, space, loggers, title=f"{cfg.data}")
         for lg in loggers:
             lg.log_metrics({f"eval/{k}": v for k, v in result.items() if isinstance(v, float)})
-        status = "FINISHED"
-    finally:
-        tracking.end_runs(loggers, status)
     print(markdown_table(result["per_label"]))
     print(result["line"])
     return result["micro_f1"]

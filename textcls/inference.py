@@ -1,15 +1,8 @@
 """Saved checkpoints at work: load, read an evaluation file, predict, and combine several models.
 
-Combinations (``combine=``) of checkpoints that share a label space:
-
-* ``intersection`` — a label is on only where every model says so (precision; the team's BERT ∩ TextCNN);
-* ``union`` — where any model says so (recall);
-* ``mean`` — average probabilities and thresholds, then decode;
-* ``two_stage`` — the first checkpoint is the main multi-label / hierarchical tagger, every further one a
-  binary model for one (rare) label (trained with ``+exp=two_stage data.positive_label=...``) whose
-  probability and threshold replace the main model's column for that label.
-
-Hierarchical outputs are made consistent again after every combination (no sub-tag without its gate).
+Combinations (``combine=``) of checkpoints that share a label space: ``intersection``, ``union``, ``mean`` and
+``two_stage`` (binary members trained with ``+exp=two_stage data.positive_label=...``), defined once in
+:mod:`textcls.ensemble`.
 """
 
 from __future__ import annotations
@@ -18,17 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common import checkpoints
 from common.data.records import check_utf8, read_jsonl
 from common.errors import ConfigError, DataError
-from textcls import decoding
-from textcls.data import TextDataset, _jsonl_doc, collate, read_toutiao
+from textcls.data import _jsonl_doc, read_toutiao
+from textcls.ensemble import COMBINE, combine_outputs
 from textcls.module import TextClassifier
 from textcls.synth import Doc
 
-COMBINE = ("single", "intersection", "union", "mean", "two_stage")
+__all__ = ["COMBINE", "combine", "detect_format", "load_checkpoint", "predict_probs", "read_eval_file", "read_texts"]
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt") -> TextClassifier:
@@ -84,48 +76,19 @@ def read_texts(path: str | Path) -> list[Doc]:
     return docs
 
 
-@torch.no_grad()
 def predict_probs(model: TextClassifier, docs: Sequence[Doc], batch_size: int = 128, labelled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    enc = model.encoder
-    targets = model.space.encode_many(docs) if labelled else np.zeros((len(docs), len(model.space.labels)), np.float32)
-    ds = TextDataset(docs, enc.encode_many([d.text for d in docs]), targets)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate(enc.pad_id))
-    probs, _, _ = model.predict_loader(loader)
-    return probs, (targets if labelled else None)
+    """``(probs, targets|None)`` of ``model`` on ``docs`` (:meth:`TextClassifier.predict_docs`)."""
+    return model.predict_docs(docs, batch_size, labelled)
 
 
 def combine(models: Sequence[TextClassifier], docs: Sequence[Doc], mode: str = "single", batch_size: int = 128, labelled: bool = True):
-    """``(space, probs, pred, targets|None)`` of one model or a combination of several."""
+    """``(space, probs, pred, targets|None)`` of one model or a combination of several (:mod:`textcls.ensemble`)."""
     if mode not in COMBINE:
         raise ConfigError(f"combine: expected one of {COMBINE}, got {mode!r}")
     if mode == "single" and len(models) != 1:
         raise ConfigError(f"combine: {len(models)} checkpoints need combine=intersection|union|mean|two_stage")
     main = models[0]
-    space = main.space
     probs, targets = predict_probs(main, docs, batch_size, labelled)
-    thr = main.thresholds.cpu().numpy().copy()
-    if mode == "single":
-        return space, probs, main.decode(probs), targets
     others = [(m, predict_probs(m, docs, batch_size, False)[0]) for m in models[1:]]
-    if mode == "two_stage":
-        for m, p in others:
-            if m.space.task != "binary" or m.space.labels[0] not in space.index:
-                raise ConfigError(f"ckpt: a two-stage member must be a binary model for one of {space.labels}")
-            j = space.index[m.space.labels[0]]
-            probs[:, j] = p[:, 0]
-            thr[j] = float(m.thresholds[0])
-        return space, probs, main.decode(probs, thr), targets
-    for m, _ in others:
-        if m.space.labels != space.labels or m.space.task != space.task:
-            raise ConfigError("ckpt: ensemble members must share task and labels")
-    if mode == "mean":
-        probs = np.mean([probs] + [p for _, p in others], axis=0)
-        thr = np.mean([thr] + [m.thresholds.cpu().numpy() for m, _ in others], axis=0)
-        return space, probs, main.decode(probs, thr), targets
-    preds = [main.decode(probs)] + [m.decode(p) for m, p in others]
-    pred = np.logical_and.reduce(preds) if mode == "intersection" else np.logical_or.reduce(preds)
-    pred = pred.astype(int)
-    if space.task == "hierarchical":
-        pred = decoding.enforce_hierarchy(pred, space.parents)
-    probs = np.mean([probs] + [p for _, p in others], axis=0)
-    return space, probs, pred, targets
+    probs, pred = combine_outputs(main, probs, main.thresholds.cpu().numpy(), others, mode)
+    return main.space, probs, pred, targets

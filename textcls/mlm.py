@@ -14,33 +14,18 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from omegaconf import MISSING
 
+from common import optim
 from common.errors import ConfigError
+from textcls.schemas import PretrainConfig  # noqa: F401  (re-exported)
 from textcls.tokenize import char_tokens
 
 log = logging.getLogger(__name__)
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-
-
-@dataclass
-class PretrainConfig:
-    """The ``pretrain`` node of ``python -m textcls.pretrain``."""
-
-    out: str = MISSING
-    init_from: str | None = None  # a local transformers checkpoint to adapt instead of a random tiny BERT
-    epochs: int = 20
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    mlm_probability: float = 0.15
-    batch_size: int = 64
-    min_freq: int = 1
 
 
 def build_tokenizer(texts: Sequence[str], min_freq: int = 1):
@@ -60,16 +45,16 @@ def tiny_bert(vocab_size: int, model_cfg: dict, pad_id: int):
 
     keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings")
     config = BertConfig(
-        vocab_size=vocab_size, pad_token_id=pad_id, hidden_dropout_prob=model_cfg.get("dropout", 0.1),
-        attention_probs_dropout_prob=model_cfg.get("dropout", 0.1), **{k: model_cfg[k] for k in keys if k in model_cfg},
+        vocab_size=vocab_size, pad_token_id=pad_id, hidden_dropout_prob=model_cfg["dropout"],
+        attention_probs_dropout_prob=model_cfg["dropout"], **{k: model_cfg[k] for k in keys},
     )
     return BertForMaskedLM(config)
 
 
 class MaskedLM(pl.LightningModule):
-    def __init__(self, model, lr: float, weight_decay: float, warmup_ratio: float):
+    def __init__(self, model, optim_cfg: dict, scheduler_cfg: dict | None):
         super().__init__()
-        self.model, self.lr, self.weight_decay, self.warmup_ratio = model, lr, weight_decay, warmup_ratio
+        self.model, self.optim_cfg, self.scheduler_cfg = model, optim_cfg, scheduler_cfg
 
     def training_step(self, batch, batch_idx):
         loss = self.model(**batch).loss
@@ -80,12 +65,7 @@ class MaskedLM(pl.LightningModule):
         self.log("val/mlm_loss", self.model(**batch).loss, prog_bar=True, batch_size=len(batch["input_ids"]))
 
     def configure_optimizers(self):
-        from transformers import get_linear_schedule_with_warmup
-
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        total = self.trainer.estimated_stepping_batches
-        sched = get_linear_schedule_with_warmup(opt, int(self.warmup_ratio * total), total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return optim.configure(self.model.parameters(), self.optim_cfg, self.scheduler_cfg, self.trainer.estimated_stepping_batches)
 
 
 def _loader(tokenizer, texts: Sequence[str], max_len: int, batch_size: int, mlm_probability: float, shuffle: bool, seed: int):
@@ -101,7 +81,7 @@ def _loader(tokenizer, texts: Sequence[str], max_len: int, batch_size: int, mlm_
 
 def pretrain(
     train_texts: Sequence[str], val_texts: Sequence[str], cfg: PretrainConfig, model_cfg: dict, max_len: int,
-    trainer_kwargs: dict | None = None, seed: int = 42,
+    optim_cfg: dict, scheduler_cfg: dict | None, trainer_kwargs: dict | None = None, seed: int = 42,
 ) -> dict[str, float]:
     """Masked-LM training on ``train_texts`` (``val_texts`` only measure it); writes model + tokenizer to
     ``cfg.out`` and returns the final train / val MLM loss."""
@@ -119,7 +99,7 @@ def pretrain(
         model = tiny_bert(len(tokenizer), model_cfg, tokenizer.pad_token_id)
     train = _loader(tokenizer, train_texts, max_len, cfg.batch_size, cfg.mlm_probability, True, seed)
     val = _loader(tokenizer, val_texts, max_len, cfg.batch_size, cfg.mlm_probability, False, seed)
-    module = MaskedLM(model, cfg.lr, cfg.weight_decay, cfg.warmup_ratio)
+    module = MaskedLM(model, optim_cfg, scheduler_cfg)
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
         **(trainer_kwargs or {}),

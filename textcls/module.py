@@ -10,7 +10,7 @@ were tuned for.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +18,20 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from common import checkpoints, optim
+from common.distributed import gathered
 from common.errors import ConfigError
 from textcls import decoding, scores
-from textcls.data import LabelSpace
+from textcls.data import LabelSpace, TextDataset, collate
+from textcls.ensemble import combine_outputs
+from textcls.knn import knn_vote
 from textcls.losses import LOSSES, loss_fn, resolve_pos_weight
+from textcls.report import write_evaluation
+from textcls.schemas import ModuleConfig
+from textcls.synth import Doc
 from textcls.tokenize import encoder_from_state
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ModuleConfig:
-    """The ``module`` node: training and decoding settings."""
-
-    loss: str = "bce"  # bce | focal (multiclass always uses cross-entropy)
-    pos_weight: Any = None  # null | auto | a number | one number per label
-    pos_weight_max: float = 30.0
-    focal_gamma: float = 2.0
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    threshold: float = 0.5
-    tune_thresholds: bool = False
-    top_k: int = 0
-    knn_k: int = 0  # > 0: labels in knn_labels are decided by a vote of the k nearest training texts
-    knn_labels: list[str] = field(default_factory=list)
-    knn_threshold: float = 0.4
-    # Test-time ensemble with other trained checkpoints of the same labels (intersection | union | mean).
-    ensemble_mode: str | None = None
-    ensemble_ckpts: list[str] = field(default_factory=list)
 
 
 def build_net(model_cfg: dict, vocab_size: int, num_labels: int, pad_id: int = 0, embedding_weights=None):
@@ -65,6 +51,8 @@ class TextClassifier(pl.LightningModule):
         label_counts: list[float] | None = None,
         n_train: int = 0,
         embedding_weights: torch.Tensor | None = None,
+        optim: dict | None = None,
+        scheduler: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["embedding_weights"])
@@ -131,6 +119,15 @@ class TextClassifier(pl.LightningModule):
             torch.cat(probs).numpy(), torch.cat(targets).numpy(), torch.cat(embs).numpy() if embed else None,
         )
 
+    def predict_docs(self, docs: Sequence[Doc], batch_size: int = 128, labelled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(probs, targets|None)`` on ``docs`` (targets from their labels when ``labelled``)."""
+        enc = self.encoder
+        targets = self.space.encode_many(docs) if labelled else np.zeros((len(docs), len(self.space.labels)), np.float32)
+        ds = TextDataset(docs, enc.encode_many([d.text for d in docs]), targets)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate(enc.pad_id))
+        probs, _, _ = self.predict_loader(loader)
+        return probs, (targets if labelled else None)
+
     # -- training
     def _loss(self, logits, target):
         return loss_fn(self.loss_kind, logits, target, self.pos_weight if self.use_pos_weight else None, self.cfg.focal_gamma)
@@ -155,11 +152,10 @@ class TextClassifier(pl.LightningModule):
         self._collect("test", batch)
 
     def _gathered(self, stage: str):
-        rows = self._outputs.pop(stage, [])
-        probs, targets, index = (torch.cat([r[i] for r in rows]) for i in range(3))
-        if self.trainer.world_size > 1:  # DDP: every rank scores the whole split (DistributedSampler pads evenly)
-            probs, targets, index = (self.all_gather(t).reshape(-1, *t.shape[1:]).cpu() for t in (probs, targets, index))
-        return probs.numpy(), targets.numpy(), index.numpy()
+        """This split's ``(probs, targets, index)``, gathered from every rank (each item once, dataset order)."""
+        rows = [(p, t, int(i)) for batch in self._outputs.pop(stage, []) for p, t, i in zip(*batch, strict=True)]
+        rows = gathered(rows, self.trainer.world_size, key=lambda r: r[2])
+        return np.stack([r[0].numpy() for r in rows]), np.stack([r[1].numpy() for r in rows]), np.array([r[2] for r in rows])
 
     def _log_metrics(self, stage: str, targets, pred) -> dict[str, float]:
         values = scores.metrics(targets, pred, self.space.task, self.space.labels, self.space.parents)
@@ -183,15 +179,14 @@ class TextClassifier(pl.LightningModule):
         thresholds = self.thresholds.cpu().numpy().copy()
         if self.cfg.knn_k > 0 and self.cfg.knn_labels:
             probs, thresholds = self._knn(probs, thresholds, index)
-        pred = self.decode(probs, thresholds)
         if self.cfg.ensemble_mode:
-            probs, pred = self._ensemble(probs, pred, index)
+            probs, pred = self._ensemble(probs, thresholds, index)
+        else:
+            pred = self.decode(probs, thresholds)
         values = self._log_metrics("test", targets, pred)
         self.test_result = {"probs": probs, "targets": targets, "pred": pred, "index": index, "metrics": values}
 
     def _knn(self, probs, thresholds, index):
-        from textcls.knn import knn_vote
-
         dm = self.trainer.datamodule
         _, bank_targets, bank = self.predict_loader(dm.train_eval_dataloader(), embed=True)
         _, _, query = self.predict_loader(dm.test_dataloader(), embed=True)
@@ -204,38 +199,28 @@ class TextClassifier(pl.LightningModule):
         log.info("kNN vote (k=%d) decides %s", self.cfg.knn_k, self.cfg.knn_labels)
         return probs, thresholds
 
-    def _ensemble(self, probs, pred, index):
-        from textcls.inference import load_checkpoint, predict_probs
-
+    def _ensemble(self, probs, thresholds, index):
+        """This model's test outputs combined with the members' (:func:`textcls.ensemble.combine_outputs`)."""
         docs = [self.trainer.datamodule.test.docs[i] for i in index]
-        members = [load_checkpoint(p, f"module.ensemble_ckpts[{i}]") for i, p in enumerate(self.cfg.ensemble_ckpts)]
-        all_probs, preds = [probs], [pred]
+        members = [checkpoints.load_module(TextClassifier, p, f"module.ensemble_ckpts[{i}]")
+                   for i, p in enumerate(self.cfg.ensemble_ckpts)]
         for m in members:
             if m.space.labels != self.space.labels:
                 raise ConfigError("module.ensemble_ckpts: members must have the same labels as this model")
-            p, _ = predict_probs(m, docs, labelled=False)
-            all_probs.append(p)
-            preds.append(m.decode(p))
-        mean = np.mean(all_probs, axis=0)
-        if self.cfg.ensemble_mode == "mean":
-            return mean, self.decode(mean)
-        out = np.logical_and.reduce(preds) if self.cfg.ensemble_mode == "intersection" else np.logical_or.reduce(preds)
-        out = out.astype(int)
-        if self.space.task == "hierarchical":
-            out = decoding.enforce_hierarchy(out, self.space.parents)
+        others = [(m, m.predict_docs(docs, labelled=False)[0]) for m in members]
         log.info("test metrics are the %s of this model and %d member(s)", self.cfg.ensemble_mode, len(members))
-        return mean, out
+        return combine_outputs(self, probs, thresholds, others, self.cfg.ensemble_mode)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if self.hparams.optim is None:
+            raise ConfigError("optim: this module was built without an optimiser config (give optim=...)")
+        return optim.configure(self.parameters(), self.hparams.optim, self.hparams.scheduler,
+                               self.trainer.estimated_stepping_batches)
 
     # -- end of run: report, plots, predictions -> output dir and MLflow
     def on_run_end(self, trainer, datamodule, output_dir: Path, loggers) -> None:
         if self.test_result is None:
             return
-        from textcls.report import write_evaluation
-
         r = self.test_result
         docs = [datamodule.test.docs[i] for i in r["index"]]
         write_evaluation(

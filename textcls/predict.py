@@ -7,12 +7,11 @@ from __future__ import annotations
 from omegaconf import ListConfig
 
 from common import entry, io
+from textcls.inference import combine, load_checkpoint, read_texts
+from textcls.report import prediction_rows
 
 
 def predict(cfg) -> None:
-    from textcls.inference import combine, load_checkpoint, read_texts
-    from textcls.report import prediction_rows
-
     docs = read_texts(cfg.input)  # the cheap checks first: no model is loaded for a bad input or output path
     io.check_writable(cfg.output, "output")
     paths = list(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig | list) else [cfg.ckpt]

@@ -11,13 +11,13 @@ from omegaconf import OmegaConf
 
 from common import entry
 from common.errors import ConfigError
+from textcls import mlm
+from textcls.build import data_config
+from textcls.data import TextDataModule
+from textcls.mlm import PretrainConfig
 
 
 def pretrain(cfg) -> float:
-    from textcls.build import data_config
-    from textcls.data import TextDataModule
-    from textcls.mlm import PretrainConfig, pretrain
-
     pcfg: PretrainConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig), cfg.pretrain))
     out = Path(pcfg.out)
     if out.exists() and any(out.iterdir()):
@@ -28,9 +28,10 @@ def pretrain(cfg) -> float:
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():  # left by an interrupted run: save_pretrained would mix old and new files
         shutil.rmtree(tmp)
-    metrics = pretrain(
+    metrics = mlm.pretrain(
         [d.text for d in dm.train.docs], [d.text for d in dm.val.docs], PretrainConfig(**{**pcfg.__dict__, "out": str(tmp)}),
-        OmegaConf.to_container(cfg.model, resolve=True), dm.cfg.max_len, keep, cfg.seed,
+        OmegaConf.to_container(cfg.model, resolve=True), dm.cfg.max_len, OmegaConf.to_container(cfg.optim, resolve=True),
+        OmegaConf.to_container(cfg.scheduler, resolve=True), keep, cfg.seed,
     )
     if out.exists():
         out.rmdir()

@@ -19,7 +19,11 @@ from __future__ import annotations
 import argparse
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
+from common.data.splits import random_split
+from common.errors import UserError
+from common.io import check_writable, write_jsonl
 from textcls.taxonomy import GATE, GATE_SHARE, OTHER, SEP, SUBTAG_SHARES, Taxonomy
 
 CARS: dict[str, list[str]] = {
@@ -251,10 +255,7 @@ def to_record(doc: Doc) -> dict:
 
 def write_split(out: str, n: int = 12000, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> dict[str, str]:
     """Write ``train/val/test.jsonl`` and ``taxonomy.txt`` under ``out``; returns the paths."""
-    from pathlib import Path
 
-    from common.data.splits import random_split
-    from common.io import write_jsonl
 
     docs = generate(n, seed)
     parts = random_split(len(docs), fractions, seed)
@@ -272,10 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=12000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    from pathlib import Path
 
-    from common.errors import UserError
-    from common.io import check_writable
 
     try:
         check_writable(Path(args.out) / "train.jsonl", "--out")  # before generating anything

@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.data.records import check_utf8
 from common.errors import DataError
+from common.io import write_text
 
 SEP = "--"
 OTHER = "其他"
@@ -81,7 +83,6 @@ class Taxonomy:
         if not path.is_file():
             raise DataError(f"{path}: no such taxonomy file")
         labels: list[str] = []
-        from common.data.records import check_utf8
 
         for lineno, line in enumerate(check_utf8(path).read_text(encoding="utf-8-sig").splitlines(), 1):
             names = [n.strip() for n in line.split("\t") if n.strip()]
@@ -98,8 +99,6 @@ class Taxonomy:
         return cls(labels)
 
     def write(self, path: str | Path) -> None:
-        from common.io import write_text
-
         children: dict[str, list[str]] = {}
         for label in self.labels:
             children.setdefault(self.parents[label] or "Root", []).append(label)

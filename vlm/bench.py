@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -24,8 +23,16 @@ from pathlib import Path
 
 import torch
 
-from common import io
-from common.config import project_root
+from common import io, run
+from common.bench import machine
+from common.config import project_root, validate
+from common.data.records import read_csv
+from common.metrics.brand import BrandMatcher
+from vlm.build import build
+from vlm.chat import prompt_ids, user_message
+from vlm.data import BrandCaptionData
+from vlm.models.vision import VisionTower
+from vlm.schemas import SCHEMAS
 
 ROOT = project_root()
 
@@ -35,8 +42,6 @@ def _compose(*overrides: str):
     from hydra.core.global_hydra import GlobalHydra
 
     import common.config  # noqa: F401
-    from common.config import validate
-    from vlm.schemas import SCHEMAS
 
     GlobalHydra.instance().clear()
     with initialize_config_module("conf.vlm", version_base="1.3"):
@@ -47,8 +52,6 @@ def _compose(*overrides: str):
 
 # --------------------------------------------------------------------------------------------- 1. step time
 def _worker_step(exp: str, steps: int) -> dict:
-    from vlm.build import build
-
     cfg = _compose(f"+exp={exp}")
     module, dm = build(cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -91,9 +94,6 @@ def step_costs(steps: int) -> dict[str, dict]:
 
 # ------------------------------------------------------------------------------------------- 2. KV cache
 def kv_cache_speed(new_tokens: int = 32, batch: int = 16) -> dict[str, float]:
-    from vlm.build import build
-    from vlm.chat import prompt_ids, user_message
-
     cfg = _compose("+exp=freeze_llm")
     module, _ = build(cfg)
     vlm = module.vlm.eval()
@@ -116,9 +116,6 @@ def kv_cache_speed(new_tokens: int = 32, batch: int = 16) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------ 3. captioner vs classifier
 def _train_captioner(overrides: list[str]) -> Path:
-    from common import run
-    from vlm.train import build
-
     out = ROOT / "logs" / "vlm.bench" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     cfg = _compose(*overrides, "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false",
@@ -129,8 +126,6 @@ def _train_captioner(overrides: list[str]) -> Path:
 
 def _classifier_accuracy(cfg_overrides: list[str], epochs: int) -> float:
     """The vision tower of the same config + a linear head on (none | brand), trained from scratch."""
-    from vlm.data import BrandCaptionData
-    from vlm.models.vision import VisionTower
 
     cfg = _compose(*cfg_overrides)
     torch.manual_seed(cfg.seed)
@@ -162,8 +157,6 @@ def _classifier_accuracy(cfg_overrides: list[str], epochs: int) -> float:
 
 
 def _captioner_accuracy(run_dir: Path) -> float:
-    from common.metrics.brand import BrandMatcher
-
     preds = [json.loads(x) for x in (run_dir / "predictions_test.jsonl").read_text().splitlines()]
     brands = sorted({p["brand"] for p in preds if p["brand"]})
     m = BrandMatcher(brands)
@@ -173,8 +166,6 @@ def _captioner_accuracy(run_dir: Path) -> float:
 
 
 def flickr_jsonl(out: Path) -> tuple[Path, Path] | None:
-    from common.data.records import read_csv
-
     root = ROOT.parent / "shared" / "datasets" / "flickrlogos27_subset"
     if not (root / "labels.csv").exists():
         return None
@@ -224,12 +215,11 @@ def main(argv=None) -> int:
     steps = step_costs(args.steps)
     kv = kv_cache_speed()
     acc = [] if args.skip_accuracy else accuracy_rows(args.epochs, args.skip_flickr)
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU x{torch.get_num_threads()} threads"
     f, s = steps["freeze_llm"], steps["full_ft"]
     lines = [
         "# vlm bench", "",
         f"command: `python -m vlm.bench {' '.join(argv or sys.argv[1:])}`  ",
-        f"machine: {platform.machine()} {platform.processor() or ''} · {dev} · torch {torch.__version__}  ",
+        f"machine: {machine()}  ",
         f"total wall time: {time.time() - t0:.0f} s (embedded tiny config)", "",
         "| figure | freeze_llm | full fine-tune |", "|---|---|---|",
         f"| train step (batch {f['batch']}), median ms | {f['ms_per_step']:.0f} | {s['ms_per_step']:.0f} |",

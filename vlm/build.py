@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from vlm import policy
 from vlm.data import BrandCaptionData
+from vlm.models.vision import VisionTower, pretrain_tiny_vit
 from vlm.module import CaptionModule
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,6 @@ def build(cfg):
     size = image_size_of(model_cfg)
     vision_probe = None
     if size < 0:
-        from vlm.models.vision import VisionTower
-
         vision_probe = VisionTower(model_cfg.vision)
         size = vision_probe.image_size
     dm = BrandCaptionData(cfg.data, size, cfg.paths.cache_dir, seed=cfg.seed)
@@ -37,8 +36,6 @@ def build(cfg):
     vlm = policy.build_vlm(model_cfg, llm_path, trust_remote_code=bool(model_cfg.llm.trust_remote_code))
     embedded_vision = not model_cfg.vision.name_or_path
     if embedded_vision and model_cfg.vision.pretrain_steps > 0 and "train" in dm.records:
-        from vlm.models.vision import pretrain_tiny_vit
-
         state = pretrain_tiny_vit(vlm.vision, dm.records["train"], model_cfg.vision.pretrain_steps,
                                   model_cfg.vision.pretrain_lr, cfg.seed, cfg.paths.cache_dir)
         vlm.vision.encoder.load_state_dict(state)
@@ -57,5 +54,5 @@ def build(cfg):
         "brands": dm.brands,
         "aliases": dm.aliases,
     }
-    module = CaptionModule(vlm, cfg.optim, cfg.eval, dm.matcher, export_info=info)
+    module = CaptionModule(vlm, cfg.optim, cfg.get("scheduler"), cfg.lr_groups, cfg.eval, dm.matcher, export_info=info)
     return module, dm

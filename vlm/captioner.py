@@ -25,6 +25,9 @@ from omegaconf import OmegaConf
 from common import io
 from common.config import project_root
 from common.errors import ConfigError
+from vlm.chat import prompt_ids, user_message
+from vlm.data import prepare_image
+from vlm.policy import build_vlm, trainable_state_dict
 
 EXPORT_FILE = "captioner.json"
 WEIGHTS_FILE = "trainable.safetensors"
@@ -34,7 +37,6 @@ def save_captioner(vlm, out_dir: str | Path, info: dict) -> Path:
     """Write the export folder (atomically per file); returns it."""
     from safetensors.torch import save_file
 
-    from vlm.policy import trainable_state_dict
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,6 @@ class Captioner:
         """From an export folder (or a file in it); ``None``: the newest one under ``logs/vlm.train``."""
         from safetensors.torch import load_file
 
-        from vlm.policy import build_vlm
 
         path = Path(path) if path else newest_export()
         if path.is_file():
@@ -102,7 +103,6 @@ class Captioner:
     def _pixels(self, images: Sequence) -> torch.Tensor:
         from PIL import Image
 
-        from vlm.data import prepare_image
 
         arrs = []
         for im in images:
@@ -126,7 +126,6 @@ class Captioner:
         batch_size: int = 64,
     ) -> list[str]:
         """One caption per image (paths or PIL images). ``temperature=0``: greedy (or beam with ``num_beams>1``)."""
-        from vlm.chat import prompt_ids, user_message
 
         tok = self.vlm.tokenizer
         ids = prompt_ids(tok, [user_message(prompt or self.default_prompt)], self.vlm.num_image_tokens)

@@ -28,7 +28,7 @@ from common.data.splits import stratified_split
 from common.errors import ConfigError, DataError
 from common.metrics.brand import BrandMatcher, load_aliases
 from vlm import synth
-from vlm.captions import clean_with
+from vlm.caption_clean import clean_with
 from vlm.chat import IGNORE, IMAGE_TOKEN, encode, prompt_ids
 
 log = logging.getLogger(__name__)

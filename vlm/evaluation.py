@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from common.metrics.brand import RECALL_NAMES, BrandMatcher, Sample, brand_recalls
+from common.tracking import mlflow_run
 
 # The six numbers the team tracks per run (DESIGN.md §6), in the order of their hand-kept table.
 TRACKED = (
@@ -112,7 +113,6 @@ def tradeoff_plot(points: Sequence[dict], current: dict | None = None):
 
 def runs_for_tradeoff(loggers) -> list[dict]:
     """Finished runs of the same MLflow experiment that logged both test recalls."""
-    from common.tracking import mlflow_run
 
     for lg in loggers or []:
         if run := mlflow_run(lg):

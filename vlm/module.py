@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch
 
-from common import io, tracking
+from common import io, optim, tracking
+from common.distributed import all_ranks, merge_shards
 from vlm import evaluation, policy
 from vlm.models.vlm import VLM
 
@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 
 
 class CaptionModule(pl.LightningModule):
-    def __init__(self, vlm: VLM, optim_cfg, eval_cfg, matcher, export_info: dict | None = None):
+    def __init__(self, vlm: VLM, optim_cfg, scheduler_cfg, lr_groups, eval_cfg, matcher, export_info: dict | None = None):
         super().__init__()
         self.vlm = vlm
-        self.optim_cfg = optim_cfg
+        self.optim_cfg, self.scheduler_cfg, self.lr_groups = optim_cfg, scheduler_cfg, lr_groups
         self.eval_cfg = eval_cfg
         self.matcher = matcher
         self.export_info = export_info or {}
@@ -41,22 +41,8 @@ class CaptionModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        groups = policy.param_groups(self.vlm, self.optim_cfg)
-        opt = torch.optim.AdamW(groups)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = min(self.optim_cfg.warmup_steps, total // 2)
-        cosine = self.optim_cfg.scheduler == "cosine"
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / max(1, warm)
-            if not cosine:
-                return 1.0
-            prog = (step - warm) / max(1, total - warm)
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        groups = policy.param_groups(self.vlm, self.optim_cfg.lr, self.optim_cfg.weight_decay, self.lr_groups)
+        return optim.configure(groups, self.optim_cfg, self.scheduler_cfg, self.trainer.estimated_stepping_batches)
 
     # ---- checkpoints: only what trained ----------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -84,20 +70,13 @@ class CaptionModule(pl.LightningModule):
             self._preds[dataloader_idx].append(row)
 
     def _gather_preds(self) -> None:
-        """Under DDP each rank captioned its shard (rank r: items r, r + world, ...; the sampler pads the last
-        round with repeats): every rank gets all captions back in dataset order, each item once."""
+        """Under DDP each rank captioned its shard: every rank gets all captions back in dataset order, each once."""
         world = self.trainer.world_size
         if world == 1:
             return
-        parts: list = [None] * world
-        torch.distributed.all_gather_object(parts, self._preds)
-        merged: dict[int, list[dict]] = {}
-        for idx in sorted({i for part in parts for i in part}):
-            rows = sorted(((j * world + r, row) for r, part in enumerate(parts) for j, row in enumerate(part.get(idx, []))),
-                          key=lambda t: t[0])
-            seen: set = set()
-            merged[idx] = [row for _, row in rows if not (row["id"] in seen or seen.add(row["id"]))]
-        self._preds = merged
+        parts = all_ranks(self._preds, world)
+        self._preds = {idx: merge_shards([part.get(idx, []) for part in parts], key=lambda row: row["id"])
+                       for idx in sorted({i for part in parts for i in part})}
 
     def _eval_end(self, stage: str) -> None:
         self._gather_preds()

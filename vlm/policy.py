@@ -72,18 +72,19 @@ def group_of(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-def param_groups(vlm: VLM, optim_cfg) -> list[dict]:
-    lrs = {"vision": optim_cfg.lr_vision, "projector": optim_cfg.lr_projector, "llm": optim_cfg.lr_llm}
+def param_groups(vlm: VLM, lr: float, weight_decay: float, lr_groups) -> list[dict]:
+    """One optimiser group per trainable part at ``lr_groups.<part>`` (else ``lr``); no decay on biases and norms."""
+    lrs = {g: lr_groups.get(g) for g in GROUPS}
     groups = []
     for g in GROUPS:
         params = [p for n, p in vlm.named_parameters() if p.requires_grad and group_of(n) == g]
         if params:
-            lr = lrs[g] if lrs[g] is not None else optim_cfg.lr
+            group_lr = lrs[g] if lrs[g] is not None else lr
             decay = [p for p in params if p.ndim >= 2]
             no_decay = [p for p in params if p.ndim < 2]
-            groups.append({"params": decay, "lr": lr, "weight_decay": optim_cfg.weight_decay, "name": g})
+            groups.append({"params": decay, "lr": group_lr, "weight_decay": weight_decay, "name": g})
             if no_decay:
-                groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{g}_nd"})
+                groups.append({"params": no_decay, "lr": group_lr, "weight_decay": 0.0, "name": f"{g}_nd"})
     return groups
 
 

@@ -56,7 +56,7 @@ class DataSchema:
 @dataclass
 class VisionSchema:
     name_or_path: str | None = None
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # InternViT needs true: an explicit opt-in
     image_size: int = 64
     patch_size: int = 8
     hidden_size: int = 128
@@ -65,15 +65,17 @@ class VisionSchema:
     intermediate_size: int = 256
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    feature_layer: int = -1
-    pixel_shuffle: int = 2
+    feature_layer: int = -1  # hidden-state index the projector reads (LLaVA uses -2)
+    pixel_shuffle: int = 2  # 1 = off; 2 = 4x fewer image tokens, 4x wider
+    # The embedded tiny ViT is pre-trained (cached) on the training images, as a real encoder arrives
+    # pre-trained; 0 = train it from scratch. Ignored with name_or_path.
     pretrain_steps: int = 400
     pretrain_lr: float = 0.001
 
 
 @dataclass
 class ProjectorSchema:
-    type: str = "mlp2x_gelu"
+    type: str = "mlp2x_gelu"  # mlp2x_gelu | linear
 
 
 @dataclass
@@ -115,14 +117,12 @@ class ModelSchema:
 
 
 @dataclass
-class OptimSchema:
-    lr: float = 0.001
-    lr_vision: float | None = None
-    lr_projector: float | None = None
-    lr_llm: float | None = None
-    weight_decay: float = 0.01
-    warmup_steps: int = 30
-    scheduler: str = "cosine"  # cosine | constant
+class LrGroupsSchema:
+    """Learning rate of each trainable part; null: ``optim.lr``."""
+
+    vision: float | None = None
+    projector: float | None = None
+    llm: float | None = None
 
 
 @dataclass
@@ -138,6 +138,9 @@ class EvalSchema:
 SCHEMAS: dict[str, Any] = {
     "data": DataSchema,
     "model": ModelSchema,
-    "optim": OptimSchema,
+    "lr_groups": LrGroupsSchema,
     "eval": EvalSchema,
 }
+
+# Also registered (schema/vlm/<node>), not checked by vlm.train: the cleaning limits of python -m vlm.annotate.
+NODES: dict[str, Any] = {**SCHEMAS, "clean": CaptionCleanSchema}

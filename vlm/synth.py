@@ -18,11 +18,8 @@ user's data comes in, under ``<cache_dir>/vlm/synth-<hash of the generator confi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +27,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from common import io
+from common.cache import build_once, content_hash
+from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +100,7 @@ class SynthConfig:
     none_brand_named: float = 1.0
 
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "version": VERSION}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return content_hash({**asdict(self), "version": VERSION})
 
 
 def font_paths() -> list[Path]:
@@ -258,8 +256,6 @@ def _plan(cfg: SynthConfig, split: str) -> list[tuple[str, Brand | None]]:
 def generate(cfg: SynthConfig, out_dir: Path) -> dict[str, Path]:
     """Render train/val/test into ``out_dir`` (JSONL + PNG); returns ``{split: jsonl path}``."""
     if not 1 <= cfg.brands <= len(BRANDS):
-        from common.errors import ConfigError
-
         raise ConfigError(f"data.synthetic.brands: must be 1..{len(BRANDS)}, got {cfg.brands}")
     fonts = font_paths()
     paths = {}
@@ -290,18 +286,11 @@ def generate(cfg: SynthConfig, out_dir: Path) -> dict[str, Path]:
 
 def ensure(cfg: SynthConfig, cache_dir: str | Path) -> Path:
     """The cached set for ``cfg`` (rendered on first use; a half-written set is never picked up)."""
-    root = Path(cache_dir) / "vlm" / f"synth-{cfg.key()}"
-    if (root / "DONE").exists():
-        return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    log.info("rendering the synthetic brand set into %s", root)
-    generate(cfg, tmp)
-    io.write_json(tmp / "config.json", {**asdict(cfg), "version": VERSION})
-    (tmp / "DONE").write_text("ok\n")
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return root
+    def render(tmp: Path) -> None:
+        generate(cfg, tmp)
+        io.write_json(tmp / "config.json", {**asdict(cfg), "version": VERSION})
+
+    return build_once(Path(cache_dir) / "vlm" / f"synth-{cfg.key()}", render, "the synthetic brand set")
 
 
 def caption_corpus() -> list[str]:

@@ -1,13 +1,8 @@
 """``python -m vlm.train +exp=freeze_llm``: train the brand captioner (see conf/vlm/train.yaml)."""
 
 from common import entry, run
+from vlm.build import build
 from vlm.schemas import SCHEMAS
-
-
-def build(cfg):
-    from vlm.build import build as _build
-
-    return _build(cfg)
 
 
 @entry.main("vlm")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import ConfigError
 from retrieval.models.image import ImageTower
 from retrieval.models.text import TextTower
 
@@ -24,8 +25,6 @@ class MatchModel(nn.Module):
         self.text = TextTower(**text) if text is not None else None
         self.image = ImageTower(**image) if image is not None else None
         if self.text is None and self.image is None:
-            from common.errors import ConfigError
-
             raise ConfigError("model: needs a text tower, an image tower or both")
         self.text_weight = text_weight if (self.text is not None and self.image is not None) else (1.0 if self.text is not None else 0.0)
 

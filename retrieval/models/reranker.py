@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
+from retrieval.models.text import minilm_path
 
 
 class CrossEncoder(nn.Module):
@@ -19,7 +20,6 @@ class CrossEncoder(nn.Module):
             BertForSequenceClassification,
         )
 
-        from retrieval.models.text import minilm_path
 
         if name_or_path == "minilm":
             name_or_path = minilm_path()

@@ -16,7 +16,7 @@ CONF = ROOT / "conf" / "retrieval"
 
 # Small enough for CPU tests, big enough to learn: 70 products in pairs, 3 epochs.
 TINY = ["data.synth.n_groups=70", "data.synth.max_per_group=2", "data.batch_size=16", "trainer.max_epochs=3",
-        "callbacks.early_stopping=null", "model.lr=0.003", "callbacks.progress_bar=null"]
+        "callbacks.early_stopping=null", "optim.lr=0.003", "callbacks.progress_bar=null"]
 
 
 def compose_cfg(tmp_path: Path, mlflow_uri: str | None, *overrides: str, name: str = "train"):

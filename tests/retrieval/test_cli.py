@@ -21,7 +21,7 @@ def test_train_bad_csv_one_line_exit_2(tmp_path):
 
 
 def test_checkpoint_reload_keeps_threshold(trained):
-    from retrieval.predict import load_module
+    from retrieval.embed import load_module
 
     metrics = json.loads((trained["out"] / "metrics.json").read_text())
     best = sorted((trained["out"] / "checkpoints").glob("epoch_*.ckpt"))[-1]

@@ -19,8 +19,9 @@ from retrieval.data import (
     read_flag_jsonl,
     read_shopee,
 )
-from retrieval.evaluate import matches_at
-from retrieval.mine import mine_negatives, mine_texts, parse_range
+from retrieval.mine import parse_range
+from retrieval.negatives import mine_negatives, mine_texts
+from retrieval.scoring import matches_at
 
 HEADER = "posting_id,image,image_phash,title,label_group\n"
 
@@ -183,16 +184,16 @@ def test_query_gallery_jsonl_through_the_data_config(tmp_path):
     g.write_text('{"id": 1, "title": "sony wh1000xm4 headphones", "group": "s1"}\n'
                  '{"id": 2, "title": "ipad 10.2in 64 GB", "group": "a1"}\n'
                  '{"id": 3, "title": "Bose QC45", "group": "b9"}\n', encoding="utf-8")
-    cat, _ = load_catalog(DataConfig(kind="query_gallery", path=str(q), gallery=str(g)))
+    cat, _ = load_catalog(DataConfig(source="query_gallery", path=str(q), gallery=str(g)))
     assert cat.ids == ["q:1", "q:2", "g:1", "g:2", "g:3"] and cat.side == ["a", "a", "b", "b", "b"]
     split = all_split(cat)
     assert split.queries.tolist() == [0, 1] and split.gallery.tolist() == [2, 3, 4]
     assert [sorted(r) for r in split.relevant(cat)] == [[0], [1]]  # positions in the gallery
-    with pytest.raises(ConfigError, match=r"^data\.gallery: required for data\.kind=query_gallery"):
-        load_catalog(DataConfig(kind="query_gallery", path=str(q)))
+    with pytest.raises(ConfigError, match=r"^data\.gallery: required for data\.source=query_gallery"):
+        load_catalog(DataConfig(source="query_gallery", path=str(q)))
     g.write_text('{"id": 1, "title": "", "group": "s1"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{g}:1: "):
-        load_catalog(DataConfig(kind="query_gallery", path=str(q), gallery=str(g)))
+        load_catalog(DataConfig(source="query_gallery", path=str(q), gallery=str(g)))
 
 
 # (groups of the items, the anchors: item indices, batch size); each layout leaves a different remainder

@@ -22,7 +22,7 @@ def test_index_cli_writes_a_faiss_index_of_the_catalog_in_order(trained, tmp_pat
     import faiss
 
     from retrieval.data import read_shopee
-    from retrieval.predict import embed_catalog, load_module
+    from retrieval.embed import embed_catalog, load_module
 
     csv, ckpt = _products(trained), _ckpt(trained)
     out, cache = tmp_path / "index", tmp_path / "cache"

@@ -27,7 +27,7 @@ KINDS = [("turntable", "record player"), ("speaker", "loudspeaker"), ("camera", 
          ("headphones", "over-ear headset"), ("keyboard", "wireless keyboard"), ("monitor", "lcd display")]
 TINY_RERANKER = ["+exp=reranker", "model.reranker.name_or_path=null", "+model.reranker.hidden_size=32",
                  "+model.reranker.num_layers=1", "+model.reranker.num_heads=2", "model.reranker.max_length=32",
-                 "model.reranker.lr=0.003", "data.batch_size=16", "trainer.max_epochs=2", "callbacks.early_stopping=null",
+                 "optim.lr=0.003", "data.batch_size=16", "trainer.max_epochs=2", "callbacks.early_stopping=null",
                  "callbacks.progress_bar=null", "logger=none"]
 
 
@@ -114,9 +114,9 @@ def test_match_with_reranker_keeps_exactly_the_neighbours_over_its_threshold(tra
 
     from common.checkpoints import load_module
     from retrieval.data import read_shopee
-    from retrieval.index import build_index, search
-    from retrieval.predict import embed_catalog
-    from retrieval.predict import load_module as load_bi_encoder
+    from retrieval.embed import embed_catalog
+    from retrieval.embed import load_module as load_bi_encoder
+    from retrieval.knn import build_index, search
     from retrieval.rerank import RerankerModule, rerank_scores
 
     csv, k = _products(trained), 5

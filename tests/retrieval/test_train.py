@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 from omegaconf import OmegaConf
 
-from retrieval import evaluate
+from retrieval import scoring
 from retrieval.build import SCHEMAS, build
 
 
@@ -22,8 +22,8 @@ def test_trained_beats_untrained(trained, mlflow_uri):
     L.seed_everything(cfg.seed)
     module, dm = build(cfg)  # same towers, never trained
     val_emb = module.embed_split(dm, "val")
-    val, _ = evaluate.score_split(val_emb, dm.splits["val"], dm.catalog, "val/")  # threshold tuned on val, as in training
-    test, _ = evaluate.score_split(module.embed_split(dm, "test"), dm.splits["test"], dm.catalog, "test/",
+    val, _ = scoring.score_split(val_emb, dm.splits["val"], dm.catalog, "val/")  # threshold tuned on val, as in training
+    test, _ = scoring.score_split(module.embed_split(dm, "test"), dm.splits["test"], dm.catalog, "test/",
                                    threshold=val["val/threshold"])
     # groups are pairs here, so predicting only yourself already scores F1 2/3: the room above that is small
     assert metrics["test/recall_at_1"] >= test["test/recall_at_1"] + 0.25, (metrics, test)

@@ -7,8 +7,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DistributedSampler
 
+from common.distributed import merge_shards
 from retrieval.module import RetrievalModule
 from vlm.module import CaptionModule
 
@@ -55,3 +58,36 @@ def test_retrieval_embeddings_gathered_from_every_rank(monkeypatch):
     RetrievalModule._gather_emb(me)
     assert sorted(me._emb) == [0, 1, 2, 3, 4]
     assert all((me._emb[i] == i).all() for i in range(5))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), world=st.integers(1, 5))
+def test_merge_shards_gives_the_dataset_back_for_any_sampler_split(n, world):
+    shards = [list(DistributedSampler(range(n), num_replicas=world, rank=r, shuffle=False)) for r in range(world)]
+    assert merge_shards(shards, n=n) == list(range(n))
+    assert merge_shards(shards, key=lambda i: i) == list(range(n))
+
+
+def test_textcls_outputs_gathered_once_each_so_every_rank_tunes_on_the_same_split(monkeypatch):
+    from textcls.module import TextClassifier
+
+    per_rank = [[(torch.tensor([float(i)]), torch.tensor([i % 2]), i) for i in shard] for shard in _shards()]
+    _fake_all_gather(monkeypatch, per_rank)
+    batches = [(torch.stack([r[0] for r in per_rank[0]]), torch.stack([r[1] for r in per_rank[0]]),
+                torch.tensor([r[2] for r in per_rank[0]]))]
+    me = SimpleNamespace(trainer=SimpleNamespace(world_size=2), _outputs={"val": batches})
+    probs, targets, index = TextClassifier._gathered(me, "val")
+    assert index.tolist() == [0, 1, 2, 3, 4] and probs[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert targets[:, 0].tolist() == [0, 1, 0, 1, 0]
+
+
+def test_reranker_scores_gathered_and_padding_cut(monkeypatch):
+    from retrieval.rerank import RerankerModule
+
+    per_rank = [[(float(i), i % 2) for i in shard] for shard in _shards()]
+    _fake_all_gather(monkeypatch, per_rank)
+    loader = SimpleNamespace(dataset=ITEMS)
+    me = SimpleNamespace(trainer=SimpleNamespace(world_size=2, val_dataloaders=loader), _scores=[torch.tensor([0.0, 2.0, 4.0])],
+                         _labels=[torch.tensor([0.0, 0.0, 0.0])])
+    s, y = RerankerModule._flush(me, "val")
+    assert s.tolist() == [0, 1, 2, 3, 4] and y.tolist() == [0, 1, 0, 1, 0]

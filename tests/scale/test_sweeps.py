@@ -46,8 +46,8 @@ def test_optuna_search_composes_for_each_package(package):
 
 @pytest.mark.slow
 def test_textcls_optuna_runs_two_trials_and_returns_its_metric(tmp_path):
-    # module.lr is searched: a fixed value on the command line would take it out of the search space
-    small = [o for o in TEXTCLS_SMALL if not o.startswith(("data.synth.n=", "trainer.max_epochs=", "module.lr="))]
+    # optim.lr is searched: a fixed value on the command line would take it out of the search space
+    small = [o for o in TEXTCLS_SMALL if not o.startswith(("data.synth.n=", "trainer.max_epochs=", "optim.lr="))]
     sweep = tmp_path / "sweep"
     res = run_cli(
         "-m", "textcls.train", "-m", "hparams_search=textcls_optuna", "hydra.sweeper.n_trials=2",

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf" / "textcls"
 # Small but meaningful: 1,600 synthetic articles, a narrower TextCNN, 3 epochs (CPU seconds, not minutes).
 SMALL = [
-    "data.synth.n=1600", "model.num_kernels=32", "model.embedding_dim=32", "trainer.max_epochs=3", "module.lr=0.003",
+    "data.synth.n=1600", "model.num_kernels=32", "model.embedding_dim=32", "trainer.max_epochs=3", "optim.lr=0.003",
     "callbacks.progress_bar=null", "callbacks.early_stopping=null",
 ]
 _counter = itertools.count()

@@ -18,7 +18,7 @@ from textcls.build import build
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dapt")
-    cfg = compose_cfg(tmp, "data.synth.n=600", "pretrain.epochs=4", "pretrain.batch_size=16", f"pretrain.out={tmp / 'bert'}", "pretrain.lr=0.002",
+    cfg = compose_cfg(tmp, "data.synth.n=600", "pretrain.epochs=4", "pretrain.batch_size=16", f"pretrain.out={tmp / 'bert'}", "optim.lr=0.002",
                       "callbacks.progress_bar=null", name="pretrain")
     (tmp / ".bert.tmp").mkdir()
     (tmp / ".bert.tmp" / "stale.bin").write_bytes(b"from an interrupted run")

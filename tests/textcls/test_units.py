@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from common.errors import ConfigError, DataError
 from textcls import decoding, losses, synth
@@ -16,6 +18,10 @@ from textcls.models import BertClassifier, TextCNN
 from textcls.taxonomy import GATE, SUBTAG_SHARES, Taxonomy, with_ancestors
 from textcls.tokenize import char_tokens, word_tokens
 from textcls.vectors import embedding_matrix
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "textcls" / "model"
+CNN = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(CONF / "textcnn.yaml")).items() if k != "_target_"}
+BERT = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(CONF / "bert.yaml")).items() if k != "_target_"}
 
 
 def test_synthetic_set_is_deterministic_with_the_long_tail():
@@ -97,7 +103,7 @@ def test_pos_weight_and_focal():
 
 def test_textcnn_shapes_topk_and_dropout_placement():
     torch.manual_seed(0)
-    m = TextCNN(vocab_size=50, num_labels=5, embedding_dim=8, kernel_sizes=[7, 8, 9], num_kernels=4, top_k_max_pooling=2)
+    m = TextCNN(vocab_size=50, num_labels=5, **{**CNN, "embedding_dim": 8, "num_kernels": 4, "top_k_max_pooling": 2})
     ids = torch.randint(2, 50, (3, 4))  # shorter than the widest kernel
     assert m.encode(ids).shape == (3, 4 * 3 * 2) and m(ids).shape == (3, 5)
     assert isinstance(list(m.children())[-1], torch.nn.Linear)  # logits come straight from the classifier
@@ -107,7 +113,8 @@ def test_textcnn_shapes_topk_and_dropout_placement():
 
 def test_tiny_bert_forward_ignores_padding():
     torch.manual_seed(0)
-    m = BertClassifier(vocab_size=30, num_labels=3, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).eval()
+    m = BertClassifier(vocab_size=30, num_labels=3, **{**BERT, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                        "intermediate_size": 32}).eval()
     ids = torch.tensor([[5, 6, 7, 0, 0]])
     assert m(ids).shape == (1, 3)
     assert torch.allclose(m(ids), m(ids[:, :3]), atol=1e-5)
@@ -134,7 +141,7 @@ def test_word2vec_vectors(tmp_path):
 
 def test_textcnn_features_do_not_depend_on_batch_padding():
     torch.manual_seed(0)
-    m = TextCNN(vocab_size=50, num_labels=3, embedding_dim=8, num_kernels=4, top_k_max_pooling=2).eval()
+    m = TextCNN(vocab_size=50, num_labels=3, **{**CNN, "embedding_dim": 8, "num_kernels": 4, "top_k_max_pooling": 2}).eval()
     short = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]])
     padded = torch.cat([short, torch.zeros(1, 30, dtype=torch.long)], dim=1)
     assert torch.allclose(m(short), m(padded), atol=1e-6)

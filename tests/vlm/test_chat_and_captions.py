@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vlm import chat
-from vlm.captions import clean_caption
+from vlm.caption_clean import clean_caption
 from vlm.models.llm import train_tokenizer
 
 

@@ -121,8 +121,10 @@ def test_unused_schema_key_is_rejected(vlm_cfg):
     from common.errors import ConfigError
     from vlm.schemas import SCHEMAS
 
-    cfg = vlm_cfg("logger=none")
-    OmegaConf.set_struct(cfg, False)
+    composed = vlm_cfg("logger=none")
+    with pytest.raises(Exception, match="rank"):  # the composed node is typed by its schema already
+        composed.model.lora.rank = 8
+    cfg = OmegaConf.create(OmegaConf.to_container(composed))  # what an untyped (hand-built) config gets
     cfg.model.lora.rank = 8
     with pytest.raises(ConfigError, match=r"^model.lora.rank: unknown key"):
         validate(cfg, SCHEMAS)

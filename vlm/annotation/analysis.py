@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlm.caption_clean import CleanSettings, clean
+
 from .classes import AMBIGUOUS, UNKNOWN, ClassSet
-from .clean import CleanSettings, clean
 from .dataset import Item
 from .prompts import Mode
 

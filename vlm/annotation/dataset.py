@@ -10,6 +10,7 @@ from typing import Any
 from common.data.images import check_image
 from common.data.records import read_jsonl
 from common.errors import ConfigError, DataError
+from vlm import synth
 
 from .classes import ClassSet
 
@@ -61,7 +62,6 @@ def synthetic_items(spec: dict[str, Any], cache_dir: str | Path) -> Path:
     """The vlm package's synthetic brand set (:mod:`vlm.synth`), rendered into the cache; its split's JSONL."""
     from dataclasses import fields
 
-    from vlm import synth
 
     spec = dict(spec)
     split = spec.pop("split", "test")

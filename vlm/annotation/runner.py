@@ -21,11 +21,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common import io
 from common.errors import ConfigError, UserError
+from vlm.caption_clean import CleanSettings
 
 from .analysis import analyse, annotate_rows
 from .cache import ResultCache
 from .classes import ClassSet, load_classes
-from .clean import CleanSettings
 from .client import ChatClient, RequestFailed, image_url
 from .dataset import Item, read_items, synthetic_items
 from .prompts import load_modes

@@ -10,14 +10,13 @@ and the corpus, and training is seeded, so a rebuilt cache holds the same weight
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
 
+from common.cache import build_once, content_hash
 from common.errors import ConfigError
 from vlm.chat import IMAGE_TOKEN
 
@@ -119,24 +118,22 @@ def build_tiny(cfg, cache_dir: str | Path, corpus: list[str], corpus_rows: list[
                                  "vocab_size", "pretrain_steps", "pretrain_lr", "pretrain_batch_size")}
     blob = json.dumps({"spec": spec, "seed": seed, "corpus": corpus, "rows": corpus_rows,
                        "version": PRETRAIN_VERSION}, sort_keys=True)
-    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    root = Path(cache_dir) / "vlm" / f"llm-{key}"
-    if (root / "DONE").exists():
+    root = Path(cache_dir) / "vlm" / f"llm-{content_hash(blob)}"
+    losses: list[float] = []
+
+    def train_into(tmp: Path) -> None:
+        torch.manual_seed(seed)
+        tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+        model = Qwen2ForCausalLM(tiny_config(cfg, len(tokenizer), tokenizer))
+        texts = _pretrain_texts(tokenizer, corpus_rows, seed)
+        losses.extend(pretrain(model, tokenizer, texts, cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_batch_size, seed))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "pretrain.json").write_text(json.dumps({"first_loss": losses[0], "last_loss": losses[-1], **spec}))
+
+    build_once(root, train_into, f"the embedded tiny LLM (tokenizer + {cfg.pretrain_steps} pre-training steps)")
+    if not losses:  # found in the cache
         return root
-    log.info("building the embedded tiny LLM into %s (tokenizer + %d pre-training steps)", root, cfg.pretrain_steps)
-    torch.manual_seed(seed)
-    tokenizer = train_tokenizer(corpus, cfg.vocab_size)
-    model = Qwen2ForCausalLM(tiny_config(cfg, len(tokenizer), tokenizer))
-    texts = _pretrain_texts(tokenizer, corpus_rows, seed)
-    losses = pretrain(model, tokenizer, texts, cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_batch_size, seed)
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "pretrain.json").write_text(json.dumps({"first_loss": losses[0], "last_loss": losses[-1], **spec}))
-    (tmp / "DONE").write_text("ok\n")
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
     log.info("tiny LLM pre-trained: loss %.3f -> %.3f", losses[0], losses[-1])
     return root
 

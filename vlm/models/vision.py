@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.cache import build_once, content_hash
 from common.errors import ConfigError
 
 
@@ -109,38 +110,34 @@ def pretrain_tiny_vit(tower: VisionTower, records, steps: int, lr: float, seed: 
     the training images (no brand / logo of brand b / brand b's cues), cached by config + data + seed.
 
     Returns the encoder's state dict (also written to ``<cache_dir>/vlm/vit-<hash>.safetensors``)."""
-    import hashlib
-
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
     brands = sorted({r.brand for r in records if r.brand})
     labels = [0 if r.kind == "none" else 1 + brands.index(r.brand) + (len(brands) if r.kind == "none_brand" else 0)
               for r in records]
-    pixels = hashlib.sha256(b"".join(r.pixels.tobytes() for r in records)).hexdigest()
+    pixels = content_hash(b"".join(r.pixels.tobytes() for r in records), 64)
     blob = json.dumps({"cfg": repr(tower.encoder.config.to_dict()), "shuffle": tower.shuffle, "steps": steps, "lr": lr,
                        "seed": seed, "ids": [r.id for r in records], "labels": labels, "pixels": pixels, "v": 1},
                       sort_keys=True)
-    path = Path(cache_dir) / "vlm" / f"vit-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.safetensors"
-    if path.exists():
-        return load_file(str(path))
-    g = torch.Generator().manual_seed(seed)
-    x = torch.stack([torch.from_numpy(r.pixels) for r in records])
-    y = torch.tensor(labels)
-    head = nn.Linear(tower.out_dim, 1 + 2 * len(brands))
-    params = [*tower.parameters(), *head.parameters()]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    tower.train()
-    for _ in tqdm(range(steps), desc="pre-training the tiny ViT", leave=False, mininterval=2.0):
-        idx = torch.randint(len(x), (32,), generator=g)
-        loss = nn.functional.cross_entropy(head(tower(x[idx].float() / 255).mean(1)), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    tower.eval()
-    state = {k: v.detach().clone().contiguous() for k, v in tower.encoder.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(path)
-    return state
+    path = Path(cache_dir) / "vlm" / f"vit-{content_hash(blob)}.safetensors"
+
+    def train_into(tmp: Path) -> None:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.stack([torch.from_numpy(r.pixels) for r in records])
+        y = torch.tensor(labels)
+        head = nn.Linear(tower.out_dim, 1 + 2 * len(brands))
+        params = [*tower.parameters(), *head.parameters()]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+        tower.train()
+        for _ in tqdm(range(steps), desc="pre-training the tiny ViT", leave=False, mininterval=2.0):
+            idx = torch.randint(len(x), (32,), generator=g)
+            loss = nn.functional.cross_entropy(head(tower(x[idx].float() / 255).mean(1)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        tower.eval()
+        state = {k: v.detach().clone().contiguous() for k, v in tower.encoder.state_dict().items()}
+        save_file(state, str(tmp))
+
+    return load_file(str(build_once(path, train_into, "the pre-trained tiny ViT")))

@@ -1,16 +1,25 @@
-"""Caption cleaning, a reusable step for training data and teacher answers alike.
+"""Caption cleaning, one step for training captions and teacher answers alike.
 
 ``clean_caption(text, ...)`` returns the cleaned text, or ``None`` when the text should be dropped:
 * garbled: too large a share of characters that are neither letters/digits/CJK, spaces nor punctuation;
 * looping: an n-gram (1..4 words) repeated more than ``max_repeat_ngram`` times in a row;
 * a truncated text is cut after its last full stop (``.``, ``!``, ``?``, ``。``, ``！``, ``？``);
 * length limits: at most ``max_chars`` (cut at the last full stop before it) and at least ``min_chars``.
+
+``clean_with(cfg)`` configures it from a ``data.clean`` node (training data). :func:`clean` is the same step
+for teacher annotations (``python -m vlm.annotate``) plus a record of what it did, so the report can count how
+often the teacher looped, rambled or wrote garbage. Flags: ``garbage`` and ``loop`` (the answer was dropped
+for that reason), ``too_short`` (dropped: fewer than ``min_chars`` left), ``truncated`` (longer than the
+limit, cut at the last full stop before it, or at the last word boundary when there is none), ``fragment``
+(text after the last full stop cut off), ``empty`` (nothing usable remained).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+from vlm.schemas import CaptionCleanSchema
 
 _STOPS = ".!?。！？"
 
@@ -43,11 +52,11 @@ def cut_at_last_stop(text: str) -> str:
 
 def clean_caption(
     text: str,
-    max_chars: int = 400,
-    min_chars: int = 2,
-    max_repeat_ngram: int = 3,
-    cut_at_last_stop_: bool = True,
-    max_garbage_ratio: float = 0.3,
+    max_chars: int = CaptionCleanSchema.max_chars,
+    min_chars: int = CaptionCleanSchema.min_chars,
+    max_repeat_ngram: int = CaptionCleanSchema.max_repeat_ngram,
+    cut_at_last_stop_: bool = CaptionCleanSchema.cut_at_last_stop,
+    max_garbage_ratio: float = CaptionCleanSchema.max_garbage_ratio,
 ) -> str | None:
     text = " ".join(str(text).split())
     if not text or _garbage_ratio(text) > max_garbage_ratio:
@@ -70,3 +79,32 @@ def clean_with(cfg) -> callable:
     return lambda t: clean_caption(
         t, cfg.max_chars, cfg.min_chars, cfg.max_repeat_ngram, cfg.cut_at_last_stop, cfg.max_garbage_ratio
     )
+
+
+CleanSettings = CaptionCleanSchema  # the limits, said once (vlm.schemas); data.clean and annotate's clean use it
+
+
+def clean(text: str | None, settings: CleanSettings = CleanSettings(), max_chars: int | None = None) -> tuple[str, list[str]]:
+    """``(cleaned text or "", flags)``; ``max_chars`` (a mode's limit) overrides ``settings.max_chars``."""
+    limit = int(max_chars or settings.max_chars)
+    flat = " ".join(str(text or "").split())
+    if not flat:
+        return "", ["empty"]
+    out = clean_caption(flat, limit, settings.min_chars, settings.max_repeat_ngram, settings.cut_at_last_stop, settings.max_garbage_ratio)
+    if out is None:
+        if _garbage_ratio(flat) > settings.max_garbage_ratio:
+            reason = "garbage"
+        elif has_loop(flat, settings.max_repeat_ngram):
+            reason = "loop"
+        else:
+            reason = "too_short"
+        return "", [reason, "empty"]
+    flags = []
+    if len(flat) > limit:
+        flags.append("truncated")
+        # No full stop within the limit: the cut fell wherever it fell; do not leave half a word behind.
+        if out[-1] not in _STOPS and flat.startswith(out) and len(out) < len(flat) and not flat[len(out)].isspace() and " " in out:
+            out = out.rsplit(" ", 1)[0].rstrip(" ,;:-")
+    elif out != flat:
+        flags.append("fragment")
+    return out, flags

@@ -1,20 +1,27 @@
-"""Loading a trained matcher and embedding catalogs with it (shared by eval, match, index, mine, bench)."""
+"""A trained matcher at work: load it from a checkpoint and embed catalog items with it, through the
+embedding cache (shared by the eval, match, index, mine and bench command lines)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from common.cache import build_once, content_hash
+from common.checkpoints import load_module as load
 from common.errors import ConfigError
+from retrieval.data import ItemDataset, ItemLoader, collate_items
+from retrieval.module import RetrievalModule
+
+log = logging.getLogger(__name__)
 
 
-def load_module(ckpt: str | Path):
+def load_module(ckpt: str | Path) -> RetrievalModule:
     """A :class:`~retrieval.module.RetrievalModule` from a Lightning checkpoint (``weights_only=True``)."""
-    from common.checkpoints import load_module as load
-    from retrieval.module import RetrievalModule
-
     return load(RetrievalModule, ckpt)
 
 
@@ -26,19 +33,12 @@ def transforms_of(module):
 @torch.no_grad()
 def embed_catalog(module, cat, indices, batch_size: int = 128) -> dict[int, np.ndarray]:
     """``{catalog index: embedding}`` for ``indices`` with the module's towers (progress bar)."""
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from retrieval.data import ItemDataset, ItemLoader, collate_items
-
     tf = transforms_of(module)
     text_only = tf is not None and not cat.has_images
     if text_only:
         if module.net.text is None:
             raise ConfigError("ckpt: the model has only an image tower but this data set has no images")
-        import logging
-
-        logging.getLogger(__name__).warning("the data has no images: embedding with the text tower alone")
+        log.warning("the data has no images: embedding with the text tower alone")
         tf = None
     loader = DataLoader(ItemDataset(indices, ItemLoader(cat, tf[1] if tf else None)), batch_size=batch_size,
                         collate_fn=collate_items)
@@ -50,10 +50,24 @@ def embed_catalog(module, cat, indices, batch_size: int = 128) -> dict[int, np.n
     return out
 
 
+def cache_key(*parts) -> str:
+    """The embedding cache's key of ``parts`` (joined by ``|``; 16 hex digits)."""
+    return content_hash("|".join(str(p) for p in parts), 16)
+
+
+def cached_embeddings(cache_dir: str | Path, key: str, compute) -> np.ndarray:
+    """``compute()`` once per key; the array is kept as ``<cache_dir>/<key>.npy`` (built once, renamed into place)."""
+    path = Path(cache_dir) / f"{key}.npy"
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.save(f, np.asarray(compute(), dtype=np.float32))
+
+    return np.load(build_once(path, write, "embeddings"))
+
+
 def cached_embed(module, ckpt: str | Path, cat, indices, cache_dir: str | Path, fingerprint: str) -> dict[int, np.ndarray]:
     """:func:`embed_catalog` through the embedding cache (key: checkpoint path + mtime, data fingerprint)."""
-    from retrieval.index import cache_key, cached_embeddings
-
     indices = np.asarray(sorted(int(i) for i in indices))
     st = Path(str(ckpt)).stat()
     key = cache_key(Path(str(ckpt)).resolve(), st.st_mtime_ns, fingerprint, indices.tobytes().hex()[:64], len(indices))

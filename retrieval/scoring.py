@@ -10,8 +10,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from common.metrics.retrieval import map_at_k, mrr, ranked_recall_at_k, recall_at_k, shopee_f1
+from common.metrics.thresholds import pick
 from retrieval.data import Catalog, Split
-from retrieval.index import knn
+from retrieval.knn import knn
 
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
 DENSE_LIMIT = 50_000_000  # score-matrix cells up to which MRR / mAP use the dense torchmetrics path
@@ -108,7 +109,8 @@ def f1_curve(pool_emb: np.ndarray, split: Split, cat: Catalog, at_least: int = 1
 
 
 def best_threshold(curve: list[tuple[float, float]]) -> tuple[float, float]:
-    return max(curve, key=lambda x: (x[1], -x[0]))
+    """``(threshold, f1)`` of an F1 curve, tie-broken as every threshold search is (:func:`common.metrics.thresholds.pick`)."""
+    return pick([t for t, _ in curve], [f for _, f in curve])
 
 
 def score_split(emb: dict[int, np.ndarray], split: Split, cat: Catalog, prefix: str, threshold: float | None = None,
