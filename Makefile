@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED := 1
 STORE ?= $(CURDIR)/mlruns.db
 PORT ?= 5000
 
-.PHONY: help install demo test lint ui clean bench eval-all report
+.PHONY: help install demo test lint ui clean bench bench-overhead eval-all report
 
 help:  ## list the targets
 	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -34,8 +34,8 @@ install: $(STAMP)  ## create .venv and install the project (editable) with dev e
 demo: install  ## the main job on the embedded default: python -m vlm.train +exp=freeze_llm
 	$(PY) -m vlm.train +exp=freeze_llm
 
-test: install  ## the whole test suite (fails on any failure, and on zero tests)
-	$(PY) -m pytest
+test: install  ## the whole test suite (fails on any failure, and on zero tests), two workers
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: install  ## ruff, and lint-imports (the import contracts in pyproject.toml: package independence, layers)
 	$(PY) -m ruff check .
@@ -50,7 +50,10 @@ report: install  ## tuning log from MLflow: make report EXP=vlm [ARGS='--sweep l
 eval-all: install  ## latest run of every package (training defaults first when none) -> reports/eval_all.{md,html}
 	$(PY) -m common.eval_all $(ARGS)
 
-bench: bench-vlm bench-textcls bench-retrieval  ## all benchmark tables
+bench: bench-vlm bench-textcls bench-retrieval bench-overhead  ## all benchmark tables
+
+bench-overhead: install  ## framework vs a bare torch loop on one config (textcls): per-epoch and fixed cost -> docs/bench/overhead.md
+	$(PY) -m textcls.overhead
 
 bench-%: install  ## one package's benchmark tables: bench-vlm, bench-textcls, bench-retrieval
 	$(PY) -m $*.bench

@@ -140,6 +140,20 @@ def log_artifact(loggers, path: str | os.PathLike, artifact_path: str | None = N
                 mlf_client.log_artifact(run_id, str(path), artifact_path)
 
 
+def save_figure(loggers, figure, path: str | os.PathLike, artifact_path: str, dpi: int = 110) -> Path:
+    """Render ``figure`` once to ``path`` (atomically), upload that PNG to every MLflow run under
+    ``artifact_path``, close the figure. (``log_figure`` after ``savefig`` rendered every plot twice.)"""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=dpi)
+    tmp.replace(path)
+    log_artifact(loggers, path, artifact_path)
+    plt.close(figure)
+    return path
+
+
 def log_figure(loggers, figure, name: str) -> None:
     """Log a matplotlib figure as a PNG artifact (``name`` like ``plots/pr_curve.png``)."""
     for lg in loggers or []:

@@ -166,13 +166,11 @@ def write_outputs(emb, split, cat, threshold, at_least, out: Path, loggers, curv
     if "test" not in curves:
         curves["test"] = scoring.f1_curve(pool, split, cat, at_least)
     fig = plots.threshold_curve(curves, threshold)
-    fig.savefig(out / "threshold_f1.png", dpi=100)
-    tracking.log_figure(loggers, fig, "plots/threshold_f1.png")
+    tracking.save_figure(loggers, fig, out / "threshold_f1.png", "plots", dpi=100)
     q = np.stack([emb[int(i)] for i in split.queries])
     g = np.stack([emb[int(i)] for i in split.gallery])
     fig = plots.retrieval_grid(q, g, split, cat)
-    fig.savefig(out / "retrieval_grid.png", dpi=100)
-    tracking.log_figure(loggers, fig, "plots/retrieval_grid.png")
+    tracking.save_figure(loggers, fig, out / "retrieval_grid.png", "plots", dpi=100)
     ids = [cat.ids[i] for i in split.pool]
     s, n = scoring.neighbours(pool)
     matches = scoring.matches_at(ids, s, n, threshold, at_least)

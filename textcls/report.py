@@ -114,7 +114,6 @@ def write_evaluation(
     title: str = "",
 ) -> dict:
     """Write ``report.md``, ``metrics.json``, ``predictions.jsonl``, ``confusion.png``, ``pr_curve.png``."""
-    import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
     y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
@@ -135,11 +134,7 @@ def write_evaluation(
     io.write_jsonl(out_dir / "predictions.jsonl", prediction_rows(docs, probs, y_pred, space, y_true))
     figures = {"confusion.png": confusion_figure(y_true, y_pred, space), "pr_curve.png": pr_figure(y_true, probs, space)}
     for name, fig in figures.items():
-        tmp = out_dir / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(out_dir / name)
-        tracking.log_figure(loggers, fig, f"eval/{name}")
-        plt.close(fig)
+        tracking.save_figure(loggers, fig, out_dir / name, "eval")
     for name in ("report.md", "metrics.json", "predictions.jsonl"):
         tracking.log_artifact(loggers, out_dir / name, "eval")
     return {**values, "line": rep["line"], "per_label": rep["per_label"]}

@@ -135,13 +135,11 @@ class CaptionModule(pl.LightningModule):
         if with_px:
             fig = evaluation.sample_grid(with_px, [p["_pixels"] for p in with_px], self.matcher,
                                          self.eval_cfg.grid_samples)
-            fig.savefig(Path(output_dir) / "samples_grid.png", dpi=110)
-            tracking.log_figure(loggers, fig, "plots/samples_grid.png")
+            tracking.save_figure(loggers, fig, Path(output_dir) / "samples_grid.png", "plots")
         if "test/none_recall" in metrics and "test/none_brand_recall" in metrics:
             current = {"none_recall": metrics["test/none_recall"], "none_brand_recall": metrics["test/none_brand_recall"]}
             fig = evaluation.tradeoff_plot(evaluation.runs_for_tradeoff(loggers), current)
-            fig.savefig(Path(output_dir) / "none_tradeoff.png", dpi=110)
-            tracking.log_figure(loggers, fig, "plots/none_tradeoff.png")
+            tracking.save_figure(loggers, fig, Path(output_dir) / "none_tradeoff.png", "plots")
         table = evaluation.recall_table(metrics)
         io.write_text(Path(output_dir) / "recalls.md", table + "\n")
         tracking.log_artifact(loggers, Path(output_dir) / "recalls.md")
