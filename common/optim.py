@@ -57,3 +57,11 @@ def nodes(*, lr: float, weight_decay: float, schedule_name: str, warmup_steps: i
     """``(optim, scheduler)`` config nodes for code that builds a module without Hydra (benches, tests)."""
     return ({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": weight_decay},
             {"_target_": "common.optim.schedule", "_partial_": True, "name": schedule_name, "warmup_steps": warmup_steps})
+
+
+def from_hparams(module) -> dict:
+    """``configure_optimizers`` of a LightningModule that saved ``optim`` and ``scheduler`` nodes as hyper-parameters."""
+    hp = module.hparams
+    if hp.get("optim") is None:
+        raise ConfigError(f"optim: this {type(module).__name__} was built without an optimiser config (give optim=...)")
+    return configure(module.parameters(), hp.optim, hp.get("scheduler"), module.trainer.estimated_stepping_batches)

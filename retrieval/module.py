@@ -131,10 +131,7 @@ class RetrievalModule(pl.LightningModule):
         self.log_dict(self._score("test", tune=False))
 
     def configure_optimizers(self):
-        if self.hparams.optim is None:
-            raise ConfigError("optim: this module was built without an optimiser config (give optim=...)")
-        return optim.configure(self.parameters(), self.hparams.optim, self.hparams.scheduler,
-                               self.trainer.estimated_stepping_batches)
+        return optim.from_hparams(self)
 
     # ------------------------------------------------------------ end of run
     @torch.no_grad()

@@ -151,10 +151,7 @@ class RerankerModule(pl.LightningModule):
         self.log_dict({"test/pair_f1": prf.f1, "test/pair_precision": prf.precision, "test/pair_recall": prf.recall})
 
     def configure_optimizers(self):
-        if self.hparams.optim is None:
-            raise ConfigError("optim: this module was built without an optimiser config (give optim=...)")
-        return optim.configure(self.parameters(), self.hparams.optim, self.hparams.scheduler,
-                               self.trainer.estimated_stepping_batches)
+        return optim.from_hparams(self)
 
     @torch.no_grad()
     def score(self, left: list[str], right: list[str], batch_size: int = 64) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 
 from common import io, run
 from common.bench import machine
+from common.compose import compose_run
 from common.config import project_root
 from common.metrics.classification import per_label, prf
 from common.metrics.intervals import bootstrap_interval, paired_difference
@@ -41,23 +42,7 @@ _count = itertools.count()
 
 def compose_train_cfg(overrides: list[str], log_dir: Path, name: str = "train"):
     """The composed primary config ``name`` with its own run dir, exactly as the CLI builds it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
-
-    import common.config  # noqa: F401
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(name, overrides=[f"paths.log_dir={log_dir}", *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    out = log_dir / "bench" / f"{next(_count):02d}"
-    (out / ".hydra").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(list(cfg.hydra.overrides.task)), out / ".hydra" / "overrides.yaml")
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        del cfg["hydra"]
+    cfg = compose_run(CONF, [f"paths.log_dir={log_dir}", *overrides], log_dir / "bench" / f"{next(_count):02d}", name)
     return cfg
 
 

@@ -212,10 +212,7 @@ class TextClassifier(pl.LightningModule):
         return combine_outputs(self, probs, thresholds, others, self.cfg.ensemble_mode)
 
     def configure_optimizers(self):
-        if self.hparams.optim is None:
-            raise ConfigError("optim: this module was built without an optimiser config (give optim=...)")
-        return optim.configure(self.parameters(), self.hparams.optim, self.hparams.scheduler,
-                               self.trainer.estimated_stepping_batches)
+        return optim.from_hparams(self)
 
     # -- end of run: report, plots, predictions -> output dir and MLflow
     def on_run_end(self, trainer, datamodule, output_dir: Path, loggers) -> None:

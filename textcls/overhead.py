@@ -65,7 +65,7 @@ def _timed(cmd: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
-def measure(n: int, e1: int, e2: int, rounds: int) -> dict[str, list[dict]]:
+def measure(n: int, e1: int, e2: int, rounds: int, extra: list[str] = ()) -> dict[str, list[dict]]:
     tmp = Path(tempfile.mkdtemp(prefix="overhead_"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlruns.db", "MLFLOW_ARTIFACT_ROOT": str(tmp / "artifacts")}
     py = sys.executable
@@ -74,7 +74,7 @@ def measure(n: int, e1: int, e2: int, rounds: int) -> dict[str, list[dict]]:
         if kind == "bare":
             return [py, "-m", "textcls.overhead", "--bare", "--n", str(n), "--epochs", str(epochs)]
         return [py, "-m", "textcls.train", f"data.synth.n={n}", f"trainer.max_epochs={epochs}",
-                "callbacks.early_stopping=null", f"paths.log_dir={tmp}", f"hydra.run.dir={tmp}/{run}"]
+                "callbacks.early_stopping=null", f"paths.log_dir={tmp}", f"hydra.run.dir={tmp}/{run}", *extra]
 
     out: dict[str, list[dict]] = {"bare": [], "framework": []}
     for r in range(rounds):
@@ -122,12 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--e1", type=int, default=3)
     p.add_argument("--e2", type=int, default=12)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--framework-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="add an override to the framework run (what does a callback cost?); repeatable")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "bench" / "overhead.md"))
     args = p.parse_args(argv)
     if args.bare:
         return bare(args.n, args.epochs)
     start = time.perf_counter()
-    res = measure(args.n, args.e1, args.e2, args.rounds)
+    res = measure(args.n, args.e1, args.e2, args.rounds, args.framework_override)
     md = table(res, args.n, args.e1, args.e2, argv if argv is not None else sys.argv[1:], time.perf_counter() - start)
     io.write_text(Path(args.out), md)
     print(md)

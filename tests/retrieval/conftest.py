@@ -4,12 +4,10 @@ import itertools
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
 
 import common.config  # noqa: F401  (resolvers)
+from common.compose import compose_run
 from tests.conftest import ROOT
 
 CONF = ROOT / "conf" / "retrieval"
@@ -21,19 +19,10 @@ TINY = ["data.synth.n_groups=70", "data.synth.max_per_group=2", "data.batch_size
 
 def compose_cfg(tmp_path: Path, mlflow_uri: str | None, *overrides: str, name: str = "train"):
     """The retrieval config as the CLI composes it, writing under ``tmp_path``."""
-    GlobalHydra.instance().clear()
     log = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path.parent / 'retrieval_cache'}"]
     if mlflow_uri:
         log += [f"logger.mlflow.tracking_uri={mlflow_uri}", f"logger.mlflow.artifact_location={tmp_path / 'art'}"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(name, overrides=[*log, *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    out = tmp_path / "run"
-    (out / ".hydra").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(list(cfg.hydra.overrides.task)), out / ".hydra" / "overrides.yaml")
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        del cfg["hydra"]
+    cfg = compose_run(CONF, [*log, *overrides], tmp_path / "run", name)
     return cfg
 
 

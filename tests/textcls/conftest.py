@@ -6,12 +6,10 @@ import itertools
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
 
 import common.config  # noqa: F401  (resolvers)
+from common.compose import compose_run
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf" / "textcls"
@@ -25,17 +23,8 @@ _counter = itertools.count()
 
 def compose_cfg(tmp: Path, *overrides: str, mlflow_uri: str | None = None, name: str = "train"):
     """The composed primary config with a fresh run dir under ``tmp`` (as the CLI would make)."""
-    GlobalHydra.instance().clear()
     logger = [f"logger.mlflow.tracking_uri={mlflow_uri}", f"logger.mlflow.artifact_location={tmp / 'artifacts'}"] if mlflow_uri else ["logger=none"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(name, overrides=[f"paths.log_dir={tmp / 'logs'}", *logger, *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    out = Path(cfg.paths.log_dir) / cfg.task_name / "runs" / f"{next(_counter):02d}"
-    (out / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(list(cfg.hydra.overrides.task)), out / ".hydra" / "overrides.yaml")
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        del cfg["hydra"]
+    cfg = compose_run(CONF, [f"paths.log_dir={tmp / 'logs'}", *logger, *overrides], lambda c, n=next(_counter): Path(c.paths.log_dir) / c.task_name / "runs" / f"{n:02d}", name)
     return cfg
 
 

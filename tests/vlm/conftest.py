@@ -6,12 +6,10 @@ import itertools
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
 
 import common.config  # noqa: F401  (resolvers)
+from common.compose import compose_run, conf_dir
 
 TINY = [
     "data.synthetic.brands=3",
@@ -50,19 +48,11 @@ def vlm_cfg(tmp_path, vlm_cache, mlflow_uri):
     counter = itertools.count()
 
     def make(*overrides: str, tiny: bool = True):
-        GlobalHydra.instance().clear()
         base = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={vlm_cache}"]
         if "logger=none" not in overrides:
             base += [f"logger.mlflow.tracking_uri={mlflow_uri}", f"logger.mlflow.artifact_location={tmp_path / 'art'}"]
-        with initialize_config_module("conf.vlm", version_base="1.3"):
-            cfg = compose("train", overrides=[*base, *(TINY if tiny else []), *overrides], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        out = Path(cfg.paths.log_dir) / cfg.task_name / "runs" / f"{next(counter):02d}"
-        (out / ".hydra").mkdir(parents=True)
-        OmegaConf.save(OmegaConf.create(list(cfg.hydra.overrides.task)), out / ".hydra" / "overrides.yaml")
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(out)
-            del cfg["hydra"]
+        cfg = compose_run(conf_dir("vlm"), [*base, *(TINY if tiny else []), *overrides],
+                          lambda c, n=next(counter): Path(c.paths.log_dir) / c.task_name / "runs" / f"{n:02d}")
         return cfg
 
     yield make
