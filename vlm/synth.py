@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 from common import io
 from common.cache import build_once, content_hash
 from common.errors import ConfigError
+from vlm.schemas import SynthSchema
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +85,10 @@ NONE_BRAND_UNNAMED = ("A {kind} in bright colours with no visible brand.",)
 DESC_TEMPLATE = "A {color} {kind} {by}on a {bg} background. {logo}"
 
 
-@dataclass(frozen=True)
-class SynthConfig:
-    """What the generated set depends on (its hash names the cache folder)."""
-
-    seed: int = 0
-    image_size: int = 64
-    brands: int = 6
-    train_logo_per_brand: int = 110
-    train_none: int = 220
-    train_none_brand_per_brand: int = 35
-    eval_logo_per_brand: int = 30
-    eval_none: int = 60
-    eval_none_brand_per_brand: int = 10
-    none_brand_named: float = 1.0
+@dataclass
+class SynthConfig(SynthSchema):
+    """What the generated set depends on (its hash names the cache folder); the fields and defaults are
+    ``vlm.schemas.SynthSchema``'s (the ``data.synthetic`` node)."""
 
     def key(self) -> str:
         return content_hash({**asdict(self), "version": VERSION})
