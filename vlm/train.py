@@ -1,12 +1,15 @@
 """``python -m vlm.train +exp=freeze_llm``: train the brand captioner (see conf/vlm/train.yaml)."""
 
-from common import entry, run
-from vlm.build import build
+from common import entry
 from vlm.schemas import SCHEMAS
 
 
 @entry.main("vlm")
 def main(cfg):
+    # Lightning, torch and the models load only once the config has composed: a typo fails in about a second.
+    from common import run
+    from vlm.build import build
+
     return run.train(cfg, build=build, schemas=SCHEMAS)
 
 

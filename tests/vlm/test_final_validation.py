@@ -11,8 +11,8 @@ import pytest
 from mlflow import MlflowClient
 
 from common import run
+from vlm.build import build
 from vlm.schemas import SCHEMAS
-from vlm.train import build
 
 QUIET = ["callbacks.progress_bar=null", "+trainer.enable_progress_bar=false", "+trainer.num_sanity_val_steps=0"]
 

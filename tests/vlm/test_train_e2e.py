@@ -10,8 +10,8 @@ import pytest
 from mlflow import MlflowClient
 
 from common import run
+from vlm.build import build
 from vlm.schemas import SCHEMAS
-from vlm.train import build
 
 E2E = [
     "+exp=freeze_llm",
