@@ -45,11 +45,11 @@ def configure(params: Iterable[torch.nn.Parameter] | Iterable[Mapping], optim: M
     """``{"optimizer", "lr_scheduler"}`` for ``configure_optimizers`` from the two config nodes (or partials)."""
     from hydra.utils import instantiate
 
-    make_opt = instantiate(optim) if isinstance(optim, Mapping) or hasattr(optim, "_target_") else optim
+    make_opt = instantiate(optim) if isinstance(optim, Mapping) else optim  # a config node (dict / DictConfig) or a partial
     opt = make_opt([p for p in params if not isinstance(p, torch.nn.Parameter) or p.requires_grad])
     if scheduler is None:
         return {"optimizer": opt}
-    make_sched = instantiate(scheduler) if isinstance(scheduler, Mapping) or hasattr(scheduler, "_target_") else scheduler
+    make_sched = instantiate(scheduler) if isinstance(scheduler, Mapping) else scheduler
     return {"optimizer": opt, "lr_scheduler": {"scheduler": make_sched(opt, num_training_steps), "interval": "step"}}
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from common import optim
-from common.distributed import gathered
+from common.distributed import gathered_arrays
 from common.errors import ConfigError
 from common.metrics.retrieval import pair_prf
 from common.metrics.thresholds import best_f1_threshold
@@ -129,12 +129,11 @@ class RerankerModule(pl.LightningModule):
 
     def _flush(self, stage: str):
         """This split's ``(scores, labels)`` from every rank, so each rank tunes the same threshold."""
-        rows = list(zip(torch.cat(self._scores).tolist(), torch.cat(self._labels).tolist(), strict=True))
+        s, y = torch.cat(self._scores).numpy(), torch.cat(self._labels).numpy().astype(int)
         self._scores, self._labels = [], []
         loader = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
         n = len(loader.dataset) if hasattr(loader, "dataset") else None
-        rows = gathered(rows, self.trainer.world_size, n=n)
-        return np.array([s for s, _ in rows], dtype=np.float32), np.array([y for _, y in rows]).astype(int)
+        return gathered_arrays((s, y), self.trainer.world_size, n=n)
 
     def on_validation_epoch_end(self):
         s, y = self._flush("val")

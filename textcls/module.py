@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from common import checkpoints, optim
-from common.distributed import gathered
+from common.distributed import gathered_arrays
 from common.errors import ConfigError
 from textcls import decoding, scores
 from textcls.data import LabelSpace, TextDataset, collate
@@ -153,9 +153,9 @@ class TextClassifier(pl.LightningModule):
 
     def _gathered(self, stage: str):
         """This split's ``(probs, targets, index)``, gathered from every rank (each item once, dataset order)."""
-        rows = [(p, t, int(i)) for batch in self._outputs.pop(stage, []) for p, t, i in zip(*batch, strict=True)]
-        rows = gathered(rows, self.trainer.world_size, key=lambda r: r[2])
-        return np.stack([r[0].numpy() for r in rows]), np.stack([r[1].numpy() for r in rows]), np.array([r[2] for r in rows])
+        rows = self._outputs.pop(stage, [])
+        local = [torch.cat([r[i] for r in rows]).numpy() for i in range(3)]
+        return gathered_arrays(local, self.trainer.world_size, key=2)
 
     def _log_metrics(self, stage: str, targets, pred) -> dict[str, float]:
         values = scores.metrics(targets, pred, self.space.task, self.space.labels, self.space.parents)

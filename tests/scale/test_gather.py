@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DistributedSampler
 
-from common.distributed import merge_shards
+from common.distributed import gathered_arrays, merge_shards
 from retrieval.module import RetrievalModule
 from vlm.module import CaptionModule
 
@@ -71,10 +71,9 @@ def test_merge_shards_gives_the_dataset_back_for_any_sampler_split(n, world):
 def test_textcls_outputs_gathered_once_each_so_every_rank_tunes_on_the_same_split(monkeypatch):
     from textcls.module import TextClassifier
 
-    per_rank = [[(torch.tensor([float(i)]), torch.tensor([i % 2]), i) for i in shard] for shard in _shards()]
+    per_rank = [(np.array([[float(i)] for i in shard]), np.array([[i % 2] for i in shard]), np.array(shard)) for shard in _shards()]
     _fake_all_gather(monkeypatch, per_rank)
-    batches = [(torch.stack([r[0] for r in per_rank[0]]), torch.stack([r[1] for r in per_rank[0]]),
-                torch.tensor([r[2] for r in per_rank[0]]))]
+    batches = [tuple(torch.as_tensor(a) for a in per_rank[0])]
     me = SimpleNamespace(trainer=SimpleNamespace(world_size=2), _outputs={"val": batches})
     probs, targets, index = TextClassifier._gathered(me, "val")
     assert index.tolist() == [0, 1, 2, 3, 4] and probs[:, 0].tolist() == [0, 1, 2, 3, 4]
@@ -84,10 +83,24 @@ def test_textcls_outputs_gathered_once_each_so_every_rank_tunes_on_the_same_spli
 def test_reranker_scores_gathered_and_padding_cut(monkeypatch):
     from retrieval.rerank import RerankerModule
 
-    per_rank = [[(float(i), i % 2) for i in shard] for shard in _shards()]
+    per_rank = [(np.array([float(i) for i in shard], dtype=np.float32), np.array([i % 2 for i in shard])) for shard in _shards()]
     _fake_all_gather(monkeypatch, per_rank)
     loader = SimpleNamespace(dataset=ITEMS)
     me = SimpleNamespace(trainer=SimpleNamespace(world_size=2, val_dataloaders=loader), _scores=[torch.tensor([0.0, 2.0, 4.0])],
                          _labels=[torch.tensor([0.0, 0.0, 0.0])])
     s, y = RerankerModule._flush(me, "val")
     assert s.tolist() == [0, 1, 2, 3, 4] and y.tolist() == [0, 1, 0, 1, 0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), world=st.integers(2, 5))
+def test_gathered_arrays_agree_with_merge_shards(n, world):
+    from unittest.mock import patch
+
+    shards = [list(DistributedSampler(range(n), num_replicas=world, rank=r, shuffle=False)) for r in range(world)]
+    per_rank = [(np.array(s) * 10, np.array(s)) for s in shards]
+    with patch.object(torch.distributed, "all_gather_object", lambda parts, obj: parts.__setitem__(slice(None), per_rank)):
+        got_cut = gathered_arrays((np.zeros(1), np.zeros(1)), world, n=n)
+        got_key = gathered_arrays((np.zeros(1), np.zeros(1)), world, key=1)
+    assert got_cut[0].tolist() == [10 * i for i in merge_shards(shards, n=n)]
+    assert got_key[1].tolist() == list(range(n))
