@@ -8,7 +8,11 @@ errors end a job:
   composition errors (a key that is not in the config, an unknown group option such as ``+exp=nope``) print
   one line ``error: …`` and exit 2;
 * inside a multirun every failing job is recorded in ``<sweep_dir>/failed_jobs/`` and the sweep goes on;
-  :class:`common.tracking.SweepCallback` reports the failures and exits non-zero at the end.
+  :class:`common.tracking.SweepCallback` reports the failures and exits non-zero at the end;
+* a SIGTERM or Ctrl-C (:mod:`common.signals`) prints ``error: stopped by SIGTERM; ...`` and exits 143 / 130,
+  the MLflow run(s) marked KILLED, in a sweep too (the sweep stops);
+* any other exception is a bug: its traceback goes to the run log and one ``error: unexpected ...`` line
+  naming that log to the terminal, exit 1.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import functools
 import logging
 import math
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -26,8 +31,10 @@ from typing import Any
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 import common.config  # noqa: F401  (registers the resolvers the YAML files use)
+from common import tracking
 from common.config import renamed_in
 from common.errors import ConfigError, UserError
+from common.signals import stop_signal, stopping
 from common.tracking import FAILURES_DIR
 
 log = logging.getLogger(__name__)
@@ -68,20 +75,59 @@ def one_line(error: BaseException) -> str:
     return "; ".join(parts)
 
 
+def _log_files() -> list[logging.FileHandler]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+
+
+def _unexpected(error: Exception) -> None:
+    """A bug, not the user's input: the traceback goes to the run log, one line to the terminal, exit 1
+    (with no run log to hold it, the traceback is printed as Python would)."""
+    files = _log_files()
+    if not files:
+        raise error
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "unexpected error", None,
+                            (type(error), error, error.__traceback__))
+    for h in files:
+        h.handle(record)
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    where = ", ".join(h.baseFilename for h in files)
+    print(f"error: unexpected {type(error).__name__}: {first} (a bug, not your input; traceback in {where})",
+          file=sys.stderr)
+    sys.exit(1)
+
+
+def _stopped(sig: signal.Signals, cfg: Any) -> None:
+    """A signal-initiated stop: one line, exit ``128 + signal`` (what a shell reports), and in a sweep the
+    parent MLflow run ends KILLED too; the sweep stops (the remaining jobs were not asked for any more)."""
+    log.warning("stopped by %s", sig.name)
+    if _is_multirun():
+        from hydra.core.hydra_config import HydraConfig
+
+        tracking.end_sweep_parent(Path(HydraConfig.get().sweep.dir), cfg, "KILLED")
+    print(f"error: stopped by {sig.name}; the MLflow run is marked KILLED (a training resumes with ckpt_path=last)",
+          file=sys.stderr)
+    sys.exit(128 + int(sig))
+
+
 def run_job(task: Callable[[Any], Any], cfg: Any) -> Any:
-    try:
-        return task(cfg)
-    except Exception as e:
-        if _is_multirun():
-            _record_failure(e)
-            log.error("job failed, sweep continues: %s: %s", type(e).__name__, e)
-            return math.nan  # Optuna marks the trial failed; the basic/joblib launchers move on
-        if isinstance(e, MissingMandatoryValue):  # a ``???`` the command line did not fill
-            e = ConfigError(f"{e.full_key}: missing mandatory value; give it on the command line ({e.full_key}=...)")
-        if isinstance(e, UserError):
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    with stopping():
+        try:
+            return task(cfg)
+        except BaseException as e:
+            if sig := stop_signal(e):
+                _stopped(sig, cfg)
+            if not isinstance(e, Exception):  # sys.exit(n) of the task's own, GeneratorExit: as they are
+                raise
+            if _is_multirun():
+                _record_failure(e)
+                log.error("job failed, sweep continues: %s: %s", type(e).__name__, e)
+                return math.nan  # Optuna marks the trial failed; the basic/joblib launchers move on
+            if isinstance(e, MissingMandatoryValue):  # a ``???`` the command line did not fill
+                e = ConfigError(f"{e.full_key}: missing mandatory value; give it on the command line ({e.full_key}=...)")
+            if isinstance(e, UserError):
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(2)
+            _unexpected(e)
 
 
 def _key_first(message: str) -> str:

@@ -1,5 +1,5 @@
 """The skeleton every evaluation command line shares: open the run's loggers (the MLflow run among them), run
-the body, and end the MLflow run FINISHED, or FAILED when the body raised, in a ``finally`` (a failure must
+the body, and end the MLflow run FINISHED, FAILED when the body raised (KILLED when a signal stopped it), in a ``finally`` (a failure must
 never leave a run RUNNING in the store).
 
     with eval_cli.tracked_run(cfg) as loggers:
@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from common import tracking
 from common.run import instantiate_loggers
+from common.signals import stop_signal
 
 
 @contextmanager
@@ -32,5 +33,9 @@ def tracked_run(cfg: DictConfig, tags: dict[str, str] | None = None, log_config:
                     tracking.log_config(r[0], r[1], cfg)
         yield loggers
         status = "FINISHED"
+    except BaseException as e:
+        if stop_signal(e):
+            status = "KILLED"
+        raise
     finally:
         tracking.end_runs(loggers, status)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -56,11 +56,24 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     return Path(path)
 
 
-def check_writable(path: str | os.PathLike, key: str) -> Path:
-    """Refuse, before any work, an output ``path`` that cannot be written; :class:`ConfigError` naming ``key``."""
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file: the same path, or links / hard links to one inode."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def check_writable(path: str | os.PathLike, key: str, inputs: Mapping[str, Any] | None = None) -> Path:
+    """Refuse, before any work, an output ``path`` that cannot be written or that is one of ``inputs``
+    (``{config key: path}``; a None or empty value is skipped): :class:`ConfigError` naming ``key``."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{key}: {path} is a directory, expected a file path")
+    for in_key, value in (inputs or {}).items():
+        if value and not Path(str(value)).is_dir() and same_file(path, str(value)):
+            raise ConfigError(f"{key}: {path} is also the input {in_key}; writing it would destroy the input, "
+                              "choose another output path")
     parent = next(p for p in (path.parent, *path.parent.parents) if p.exists())
     if not parent.is_dir():
         raise ConfigError(f"{key}: cannot create {path}: {parent} is not a directory")

@@ -18,10 +18,11 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from common import io, tracking
+from common import checkpoints, io, tracking
 from common.callbacks import ValidateFinalEpoch
 from common.config import validate
 from common.errors import ConfigError
+from common.signals import stop_signal
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ def instantiate_loggers(cfg: DictConfig, resume_run_id: str | None) -> list:
             parent = _parent_run_id()
             if parent:
                 tags["mlflow.parentRunId"] = parent
+            # the store and the experiment exist before the logger looks (jobs racing on a new store)
+            tracking.experiment_id(str(node.tracking_uri), str(node.experiment_name), node.get("artifact_location"))
             lg = instantiate(
                 node, run_name=tracking.run_name(cfg.task_name, overrides), tags=tags, run_id=resume_run_id
             )
@@ -182,6 +185,8 @@ def train(cfg: DictConfig, build: Build | None = None, schemas: dict[str, type] 
     ckpt_path, resume_run_id = resolve_ckpt_path(cfg)
 
     module, datamodule = build(cfg) if build else (instantiate(cfg.module), instantiate(cfg.data))
+    if ckpt_path:
+        checkpoints.check_resumable(ckpt_path, module, "ckpt_path")
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg, resume_run_id)
     if not loggers:  # Lightning refuses an LR monitor without a logger
@@ -216,6 +221,10 @@ def train(cfg: DictConfig, build: Build | None = None, schemas: dict[str, type] 
             if callable(on_end):
                 on_end(trainer=trainer, datamodule=datamodule, output_dir=output_dir, loggers=loggers)
         status = "FINISHED"
+    except BaseException as e:
+        if stop_signal(e):  # SIGTERM / Ctrl-C: KILLED, not FAILED; the last.ckpt saved so far resumes it
+            status = "KILLED"
+        raise
     finally:
         tracking.end_runs(loggers, status)
 

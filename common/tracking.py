@@ -79,9 +79,32 @@ def run_name(task_name: str, overrides: Iterable[str]) -> str:
     return " ".join([task_name, *shown_overrides(overrides)])[:MAX_RUN_NAME]
 
 
+_READY_STORES: set[str] = set()
+
+
+def ensure_store(tracking_uri: str) -> None:
+    """Create and migrate a local sqlite store once, under a file lock beside it.
+
+    mlflow creates a new sqlite store's tables on first use, and two processes that do it at once (joblib
+    jobs, two shells) corrupt the migration: one dies in alembic (``expected to match one row ...
+    alembic_version; 0 found``). The first process here migrates; the others wait, then find it done.
+    """
+    if tracking_uri in _READY_STORES or not tracking_uri.startswith("sqlite:///"):
+        return
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".lock", timeout=600):
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)  # creates / migrates the tables
+    _READY_STORES.add(tracking_uri)
+
+
 def client(tracking_uri: str):
     from mlflow import MlflowClient
 
+    ensure_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
 
 
@@ -171,7 +194,7 @@ def set_tags(loggers, tags: Mapping[str, Any]) -> None:
 
 
 def end_runs(loggers, status: str) -> None:
-    """Mark every MLflow run among ``loggers`` FINISHED or FAILED (Lightning marks fit's end only)."""
+    """Mark every MLflow run among ``loggers`` FINISHED, FAILED or KILLED (Lightning marks fit's end only)."""
     for lg in loggers or []:
         if run := mlflow_run(lg):
             mlf_client, run_id = run
@@ -184,6 +207,19 @@ def end_runs(loggers, status: str) -> None:
 def _mlflow_cfg(config: DictConfig) -> DictConfig | None:
     lg = config.get("logger") or {}
     return lg.get("mlflow") if isinstance(lg, Mapping | DictConfig) else None
+
+
+def end_sweep_parent(sweep_dir: Path, config: DictConfig, status: str, tags: dict[str, str] | None = None) -> None:
+    """End the sweep's parent MLflow run (its id is in ``sweep_dir``) with ``status``; nothing without one."""
+    parent_file = sweep_dir / PARENT_RUN_FILE
+    mcfg = _mlflow_cfg(config)
+    if mcfg is None or not parent_file.exists():
+        return
+    c = client(mcfg.tracking_uri)
+    run_id = parent_file.read_text().strip()
+    for k, v in (tags or {}).items():
+        c.set_tag(run_id, k, v)
+    c.set_terminated(run_id, status)
 
 
 class SweepCallback(Callback):
@@ -222,13 +258,7 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **_: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         failures = sorted((sweep_dir / FAILURES_DIR).glob("*.txt")) if (sweep_dir / FAILURES_DIR).exists() else []
-        parent_file = sweep_dir / PARENT_RUN_FILE
-        mcfg = _mlflow_cfg(config)
-        if mcfg is not None and parent_file.exists():
-            c = client(mcfg.tracking_uri)
-            run_id = parent_file.read_text().strip()
-            c.set_tag(run_id, "failed_jobs", str(len(failures)))
-            c.set_terminated(run_id, "FAILED" if failures else "FINISHED")
+        end_sweep_parent(sweep_dir, config, "FAILED" if failures else "FINISHED", {"failed_jobs": str(len(failures))})
         if failures:
             lines = [f.read_text(encoding="utf-8").strip().splitlines()[0] for f in failures]
             print(

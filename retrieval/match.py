@@ -43,19 +43,14 @@ def read_postings(path, image_dir=None):
         return read_shopee(path, image_dir)
     cols = [c for c in SHOPEE_COLUMNS if c != "label_group"]
     image_dir = Path(image_dir) if image_dir else path.parent / "images"
-    seen: set = set()
-
     def val(r):
         pid = require_text(r["posting_id"], "posting_id")
-        if pid in seen:
-            raise ValueError(f"duplicate posting_id {pid!r}")
-        seen.add(pid)
         img = image_dir / require_text(r["image"], "image")
         if not img.is_file():
             raise ValueError(f"missing image {img}")
         return pid, require_text(r["title"], "title"), str(img)
 
-    rows = read_csv(path, required=cols, allowed=cols, validate=val)
+    rows = read_csv(path, required=cols, allowed=cols, validate=val, unique="posting_id")
     return Catalog([r[0] for r in rows], [r[1] for r in rows], [r[0] for r in rows], [r[2] for r in rows])
 
 
@@ -81,6 +76,7 @@ def reranked_matches(ids, candidates: list[list[int]], logits: list[np.ndarray],
 
 @entry.main("retrieval", config_name="match")
 def main(cfg):
+    io.check_writable(cfg.output, "output", {k: cfg.get(k) for k in ("input", "tune_on", "ckpt", "reranker")})
     reranker = None
     if cfg.get("reranker"):  # before the bi-encoder: a bad path fails at once
         reranker = load(RerankerModule, cfg.reranker, key="reranker")

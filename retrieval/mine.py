@@ -73,7 +73,9 @@ def flag_rows_from_deepmatcher(cat, split) -> tuple[list[dict], list[str]]:
 @entry.main("retrieval", config_name="mine")
 def main(cfg):
     window = parse_range(cfg.range_for_sampling)  # config and output path first: no model loads for a typo
-    out = io.check_writable(cfg.output_file, "output_file")
+    out = io.check_writable(cfg.output_file, "output_file", {"input_file": cfg.input_file,
+                                                             "candidate_pool": cfg.candidate_pool,
+                                                             "ckpt": cfg.get("ckpt")})
     if cfg.input_file:
         rows = read_flag_jsonl(cfg.input_file)
         if cfg.candidate_pool:

@@ -231,6 +231,45 @@ def collate(pad_id: int = 0):
     return fn
 
 
+def _train_first(cut: dict[str, list[Doc]]) -> None:
+    """A record cut into val / test whose label no training record has would leave that label outside the
+    model (and fail as unknown): such records go to the training part instead, so a rare label is learnt."""
+    seen = {label for d in cut["train"] for label in d.labels}
+    for name in ("val", "test"):
+        kept = []
+        for d in cut.get(name, []):
+            if set(d.labels) - seen:
+                cut["train"].append(d)
+                seen.update(d.labels)
+            else:
+                kept.append(d)
+        if name in cut:
+            moved = len(cut[name]) - len(kept)
+            if moved:
+                log.info("data: %d %s record(s) with a label no training record has moved to train", moved, name)
+            cut[name] = kept
+
+
+def check_learnable(space: LabelSpace, targets: np.ndarray, where: str) -> None:
+    """Refuse a training part that cannot teach a classifier anything: one class only, or every record with
+    the same labels (it used to train, exit 0, and report micro-F1 0.0 beside accuracy 1.0)."""
+    if len(targets) == 0:
+        raise DataError(f"{where}: no training records")
+    if space.task == "multiclass":
+        present = [space.labels[i] for i in np.flatnonzero(targets.sum(0))]
+        if len(present) < 2:
+            raise DataError(f"{where}: every training record has the label {present[0]!r}; a multiclass task "
+                            "needs at least two classes")
+    elif (targets == targets[0]).all():
+        labels = [space.labels[i] for i in np.flatnonzero(targets[0])]
+        what = f"the label(s) {', '.join(map(repr, labels))}" if labels else "no label of the task's label space"
+        hint = (f" (data.positive_label={space.labels[0]!r} needs records without it too)"
+                if space.task == "binary" else "")
+        raise DataError(f"{where}: every training record has {what}; nothing to tell apart{hint}")
+    for i in np.flatnonzero(targets.min(0) == 1):
+        log.warning("data: every training record has the label %r: its column cannot learn when it is off", space.labels[i])
+
+
 def _where(path: str | None) -> str:
     return str(path) if path else "synthetic"
 
@@ -256,6 +295,7 @@ class TextDataModule(pl.LightningDataModule):
                 (d.text for d in train), cfg.tokenizer, cfg.max_len, cfg.min_freq, cfg.max_vocab
             )
         self.train = self.dataset(train, _where(cfg.train_file))
+        check_learnable(self.space, self.train.targets.numpy(), _where(cfg.train_file))
         self.val = self.dataset(val, _where(cfg.val_file or cfg.train_file))
         self.test = self.dataset(test, _where(cfg.test_file or cfg.train_file))
         self.label_counts = self.train.targets.sum(0).tolist()
@@ -301,6 +341,8 @@ class TextDataModule(pl.LightningDataModule):
             len(docs), shares, self.cfg.split_seed
         )
         cut = {name: [docs[i] for i in idx] for name, idx in zip(names, parts, strict=True)}
+        if "train" in cut:
+            _train_first(cut)
         return cut["train"], files.get("val", cut.get("val")), files.get("test", cut.get("test"))
 
     def dataset(self, docs: Sequence[Doc], where: str = "data") -> TextDataset:

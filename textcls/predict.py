@@ -13,8 +13,8 @@ from textcls.report import prediction_rows
 
 def predict(cfg) -> None:
     docs = read_texts(cfg.input)  # the cheap checks first: no model is loaded for a bad input or output path
-    io.check_writable(cfg.output, "output")
     paths = list(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig | list) else [cfg.ckpt]
+    io.check_writable(cfg.output, "output", {"input": cfg.input, **{f"ckpt[{i}]": p for i, p in enumerate(paths)}})
     models = [load_checkpoint(p, f"ckpt[{i}]" if len(paths) > 1 else "ckpt") for i, p in enumerate(paths)]
     space, probs, pred, _ = combine(models, docs, cfg.combine, cfg.batch_size, labelled=False)
     io.write_jsonl(cfg.output, prediction_rows(docs, probs, pred, space))

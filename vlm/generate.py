@@ -64,6 +64,7 @@ def main(argv=None) -> int:
 
     args = _args(argv)
     try:
+        io.check_writable(args.out, "--out", {"--jsonl": args.jsonl, **{f"--images[{i}]": p for i, p in enumerate(args.images or [])}})
         records = _records(args)
         from vlm.captioner import Captioner
 

@@ -25,6 +25,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import socket
 import sys
 import time
@@ -40,6 +41,7 @@ from PIL import Image, UnidentifiedImageError
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_IMAGE_PIXELS = 4096 * 4096  # checked from the image header, before any pixel is decoded
 
 
 # --------------------------------------------------------------------------------------------- backends
@@ -135,6 +137,8 @@ def _number(body: dict, key: str, default: float, lo: float, hi: float, lo_open:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ClientError(f"'{key}' must be a number, got {type(value).__name__}", param=key)
+    if not math.isfinite(value):
+        raise ClientError(f"'{key}' must be a finite number, got {value}", param=key)
     if value < lo or value > hi or (lo_open and value == lo):
         raise ClientError(f"'{key}' must be in {'(' if lo_open else '['}{lo}, {hi}], got {value}", param=key)
     return float(value)
@@ -163,10 +167,29 @@ def decode_image(url: str, allow_files: bool = True) -> Image.Image:
         source, where = path, str(path)
     try:
         with Image.open(source) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ClientError(f"image_url: {where} is {w}x{h} pixels, more than this server's {MAX_IMAGE_PIXELS}",
+                                  status=413, param="messages")
             im.load()
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise ClientError(f"image_url: {where} is not a readable image", param="messages") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """The request body as JSON; NaN / Infinity (which Python's json accepts) and pathological nesting are
+    client errors, not a 500 or a number that passes every range check."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ClientError("the request body nests too deeply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        raise ClientError(f"the request body is not valid JSON ({e.__class__.__name__}: {e})") from None
 
 
 def parse_request(body: Any, model_name: str, max_tokens_limit: int, allow_files: bool = True) -> ParsedRequest:
@@ -231,8 +254,8 @@ def parse_request(body: Any, model_name: str, max_tokens_limit: int, allow_files
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= max_tokens_limit:
         raise ClientError(f"'max_tokens' must be an integer in [1, {max_tokens_limit}], got {max_tokens!r}", param="max_tokens")
     seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ClientError(f"'seed' must be an integer, got {seed!r}", param="seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or abs(seed) >= 2**63):
+        raise ClientError(f"'seed' must be an integer in (-2^63, 2^63), got {seed!r}", param="seed")
     image = decode_image(urls[0], allow_files=allow_files)
     return ParsedRequest(image=image, prompt="\n".join(texts), gen=GenSettings(temperature, top_p, max_tokens, seed), model=model_name)
 
@@ -363,15 +386,19 @@ def create_app(backend: Backend, max_batch: int = 16, wait_ms: float = 5.0, max_
         return JSONResponse(error_body(message, type, param, code), status_code=status)
 
     async def chat(request: Request) -> JSONResponse:
+        too_big = error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "invalid_request_error")
         if request.headers.get("content-length", "").isdigit() and int(request.headers["content-length"]) > MAX_BODY_BYTES:
-            return error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "invalid_request_error")
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            return error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "invalid_request_error")
+            return too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():  # a chunked body has no Content-Length: count while it arrives
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return too_big
+            chunks.append(chunk)
         try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return error(400, f"the request body is not valid JSON ({e.__class__.__name__}: {e})", "invalid_request_error")
+            body = parse_json(b"".join(chunks))
+        except ClientError as e:
+            return error(e.status, e.message, e.type, e.param, e.code)
         try:
             # Decoding an image is CPU work; keep it off the event loop.
             parsed = await asyncio.get_running_loop().run_in_executor(None, parse_request, body, backend.name, max_tokens_limit, allow_files)

@@ -69,13 +69,21 @@ def _collect(
     validate: Callable[[Any], T],
     on_bad_record: str,
     bad: BadRecords,
+    unique: str | None = None,
 ) -> list[T]:
     out: list[T] = []
+    seen: dict[str, int] = {}
     for lineno, raw in rows:
         try:
             if isinstance(raw, Exception):
                 raise raw
-            out.append(validate(raw))
+            value = validate(raw)
+            if unique is not None:  # a primary key: a second record under it would silently replace the first
+                key = str(raw.get(unique, "")).strip()
+                if key in seen:
+                    raise ValueError(f"duplicate {unique} {key!r} (first seen on line {seen[key]})")
+                seen[key] = lineno
+            out.append(value)
         except (ValueError, KeyError, TypeError, DataError) as e:
             reason = str(e) if not isinstance(e, KeyError) else f"missing field {e}"
             where = f"{path}:{lineno}: {reason}"
@@ -92,8 +100,10 @@ def read_jsonl(
     validate: Callable[[dict], T] = lambda r: r,
     on_bad_record: OnBad = "error",
     bad: BadRecords | None = None,
+    unique: str | None = None,
 ) -> list[T]:
-    """Records of a JSON-lines file (blank lines ignored), each passed through ``validate``."""
+    """Records of a JSON-lines file (blank lines ignored), each passed through ``validate``; with ``unique``,
+    that field is a primary key and a repeated value is an error at the second record's line."""
     check_on_bad_record(on_bad_record)
     path = Path(path)
     bad = bad if bad is not None else BadRecords()
@@ -113,7 +123,7 @@ def read_jsonl(
                     continue
                 yield lineno, obj
 
-    records = _collect(rows(), path, validate, on_bad_record, bad)
+    records = _collect(rows(), path, validate, on_bad_record, bad, unique)
     if not records and not bad.count:
         raise DataError(f"{path}: no records")
     return records
@@ -126,10 +136,12 @@ def read_csv(
     on_bad_record: OnBad = "error",
     bad: BadRecords | None = None,
     allowed: Iterable[str] | None = None,
+    unique: str | None = None,
 ) -> list[T]:
     """Rows of a CSV file with a header as dicts; line numbers count the header as line 1.
 
-    ``required`` columns must all be present; with ``allowed``, any other column is an error too.
+    ``required`` columns must all be present; with ``allowed``, any other column is an error too; ``unique``
+    names a primary-key column (a repeated value is an error at the second row's line).
     """
     check_on_bad_record(on_bad_record)
     path = Path(path)
@@ -153,7 +165,7 @@ def read_csv(
                     continue
                 yield lineno, row
 
-        records = _collect(rows(), path, validate, on_bad_record, bad)
+        records = _collect(rows(), path, validate, on_bad_record, bad, unique)
     if not records and not bad.count:
         raise DataError(f"{path}: no records")
     return records

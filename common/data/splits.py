@@ -41,12 +41,15 @@ def _successive(n: int, fractions: Sequence[float], take) -> list[np.ndarray]:
 def stratified_split(labels: Sequence, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
     """Like :func:`random_split` but each part keeps the label proportions (scikit-learn's stratify).
 
-    Labels too rare to appear in every part are spread at random instead of failing.
+    Labels with a single record left are pooled into one stratum (one rare label no longer turns the whole
+    split random); when even that cannot be stratified, the part is cut at random.
     """
     labels = np.asarray([str(x) for x in labels])
 
     def take(rest, share):
-        sub = labels[rest]
+        sub = labels[rest].copy()
+        values, inverse, counts = np.unique(sub, return_inverse=True, return_counts=True)
+        sub[counts[inverse] < 2] = "\0rare"
         values, counts = np.unique(sub, return_counts=True)
         strat = sub if counts.min() >= 2 and len(values) <= min(share, 1 - share) * len(sub) else None
         return train_test_split(rest, train_size=share, random_state=seed, stratify=strat)

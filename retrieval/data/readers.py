@@ -21,25 +21,19 @@ def read_shopee(path: str | Path, image_dir: str | Path | None = None, on_bad_re
     and missing images are ``file:line:`` errors."""
     path = Path(path)
     image_dir = Path(image_dir) if image_dir else path.parent / "images"
-    seen: dict[str, int] = {}
-    counter = iter(range(2, 10**12))
 
     def validate(row: dict) -> tuple:
-        line = next(counter)
         pid = require_text(row["posting_id"], "posting_id")
-        if pid in seen:
-            raise ValueError(f"duplicate posting_id {pid!r} (first seen on line {seen[pid]})")
         title = require_text(row["title"], "title")
         group = require_text(row["label_group"], "label_group")
         img = require_text(row["image"], "image")
         full = image_dir / img
         if check_images and not full.is_file():
             raise ValueError(f"missing image {full}")
-        seen[pid] = line
         return pid, title, group, str(full)
 
     rows = read_csv(path, required=SHOPEE_COLUMNS, validate=validate, on_bad_record=on_bad_record,
-                    allowed=SHOPEE_COLUMNS)
+                    allowed=SHOPEE_COLUMNS, unique="posting_id")
     ids, titles, groups, images = (list(x) for x in zip(*rows, strict=True))
     return Catalog(ids, titles, groups, images)
 
@@ -56,12 +50,12 @@ def _table(path: Path, fields: list[str] | None, on_bad_record: str) -> dict[str
             missing = [f for f in fields if f not in row]
             if missing:
                 raise ValueError(f"missing field(s) {missing}")
+        if not _record_text(row, fields):
+            raise ValueError(f"empty text in {', '.join(fields or ['the first column after id'])}")
         return row
 
-    out: dict[str, dict] = {}
-    for row in read_csv(path, required=["id"], validate=validate, on_bad_record=on_bad_record):
-        out[row["id"].strip()] = row
-    return out
+    rows = read_csv(path, required=["id"], validate=validate, on_bad_record=on_bad_record, unique="id")
+    return {row["id"].strip(): row for row in rows}
 
 
 def text_field(folder: Path) -> list[str]:
@@ -147,7 +141,7 @@ def read_deepmatcher(folder: str | Path, fields: list[str] | None = None, on_bad
         for rid, row in table.items():
             pid = f"{s}:{rid}"
             ids.append(pid)
-            titles.append(_record_text(row, fields) or "(empty)")
+            titles.append(_record_text(row, fields))
             groups.append(find(pid))
             side.append(s)
     return Catalog(ids, titles, groups, [None] * len(ids), side)
@@ -160,8 +154,8 @@ def read_query_gallery(queries: str | Path, gallery: str | Path, on_bad_record: 
         return (require_text(str(r["id"]), "id"), require_text(r.get("title"), "title"),
                 require_text(str(r["group"]), "group"), r.get("image"))
 
-    q = read_jsonl(queries, val, on_bad_record)
-    g = read_jsonl(gallery, val, on_bad_record)
+    q = read_jsonl(queries, val, on_bad_record, unique="id")
+    g = read_jsonl(gallery, val, on_bad_record, unique="id")
     rows = [(f"q:{a}", b, c, d) for a, b, c, d in q] + [(f"g:{a}", b, c, d) for a, b, c, d in g]
     ids, titles, groups, images = (list(x) for x in zip(*rows, strict=True))
     cat = Catalog(ids, titles, groups, images, ["a"] * len(q) + ["b"] * len(g))

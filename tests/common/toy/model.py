@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import lightning.pytorch as pl
 import torch
@@ -19,6 +20,8 @@ class ToyData(pl.LightningDataModule):
         w = torch.randn(dim, 1, generator=g)
         self.y = self.x @ w + 0.01 * torch.randn(n, 1, generator=g)
         self.batch_size = batch_size
+        if os.environ.get("TOY_SIGNAL_IN_DATA"):  # a signal while the job builds its data, before any trainer
+            os.kill(os.getpid(), getattr(signal, os.environ["TOY_SIGNAL_IN_DATA"]))
         self.fingerprint = fingerprint([[round(v, 6) for v in row] for row in self.x[:, :2].tolist()])
 
     def _loader(self, lo: float, hi: float, shuffle: bool) -> DataLoader:
@@ -55,6 +58,8 @@ class ToyModule(pl.LightningModule):
             raise RuntimeError("toy job told to fail")
         if os.environ.get("TOY_KILL_AT_STEP") == str(self.global_step):  # an outside event, not config
             raise RuntimeError(f"simulated kill at step {self.global_step}")
+        if os.environ.get("TOY_SIGNAL_AT_STEP") == str(self.global_step):  # a real signal, at a known moment
+            os.kill(os.getpid(), getattr(signal, os.environ.get("TOY_SIGNAL", "SIGTERM")))
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx):
