@@ -20,6 +20,7 @@ from retrieval.knn import timed_build
 def _main(cfg):
     import faiss
 
+    io.check_writable(cfg.output, "output", {"ckpt": cfg.ckpt})
     module = load_module(cfg.ckpt)
     cat, _ = load_catalog(data_config(cfg.data))
     fp = fingerprint(zip(cat.ids, cat.titles, cat.groups, strict=True))
@@ -31,9 +32,12 @@ def _main(cfg):
     out.parent.mkdir(parents=True, exist_ok=True)
     if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
         index = faiss.index_gpu_to_cpu(index)
-    tmp = out.with_name(out.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.tmp")  # faiss writes by path: renamed into place, removed on failure
+    try:
+        faiss.write_index(index, str(tmp))
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     io.write_text(out.with_suffix(".ids.txt"), "\n".join(cat.ids) + "\n")
     print(f"{cfg.kind} index of {index.ntotal} x {x.shape[1]} built in {secs:.2f}s -> {out}")
 

@@ -39,7 +39,10 @@ def serialise(text_or_fields, fields: list[str] | None) -> str:
     else:
         return str(text_or_fields)
     keys = fields or list(d)[:1]
-    return " ".join(d.get(k, "") for k in keys if d.get(k)).strip() or "(empty)"
+    text = " ".join(d.get(k, "") for k in keys if d.get(k)).strip()
+    if not text:  # a placeholder would train the matcher on a made-up string
+        raise ValueError(f"empty text in {', '.join(keys) or 'the record'}")
+    return text
 
 
 def norm(text: str) -> str:
@@ -178,7 +181,9 @@ class PairDataModule(pl.LightningDataModule):
                  exclude_texts: set[str] | None = None):
         super().__init__()
         folder = Path(folder)
-        load = lambda name: [(serialise(a, fields), serialise(b, fields), y) for a, b, y in read_ditto(folder / name)]  # noqa: E731
+        def load(name: str) -> list[tuple[str, str, int]]:
+            return read_ditto(folder / name, lambda t: serialise(t, fields))
+
         self.train_pairs, self.val_pairs, self.test_pairs = load("train.txt"), load("valid.txt"), load("test.txt")
         if exclude_texts:  # keep records held out elsewhere (e.g. a retrieval test split) out of training
             self.train_pairs = [p for p in self.train_pairs if norm(p[0]) not in exclude_texts and norm(p[1]) not in exclude_texts]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -186,8 +187,9 @@ def ditto_fields(text: str) -> dict[str, str]:
     return out
 
 
-def read_ditto(path: str | Path) -> list[tuple[str, str, int]]:
-    """Ditto/DeepMatcher split lines ``left<TAB>right<TAB>label`` as serialised texts."""
+def read_ditto(path: str | Path, text: Callable[[str], str] | None = None) -> list[tuple[str, str, int]]:
+    """Ditto/DeepMatcher split lines ``left<TAB>right<TAB>label`` as serialised texts; ``text`` turns each
+    side into the model's input (a ``ValueError`` from it is this line's error)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -198,5 +200,9 @@ def read_ditto(path: str | Path) -> list[tuple[str, str, int]]:
         parts = line.split("\t")
         if len(parts) != 3 or parts[2].strip() not in ("0", "1"):
             raise DataError(f"{path}:{lineno}: expected 'left<TAB>right<TAB>0|1'")
-        out.append((parts[0], parts[1], int(parts[2])))
+        try:
+            left, right = (text(parts[0]), text(parts[1])) if text else (parts[0], parts[1])
+        except ValueError as e:
+            raise DataError(f"{path}:{lineno}: {e}") from None
+        out.append((left, right, int(parts[2])))
     return out
