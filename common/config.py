@@ -72,6 +72,16 @@ def project_root() -> Path:
     return Path.cwd().resolve()
 
 
+def dir_suffix(name: Any) -> str:
+    """``"_lora_r16"`` for run name ``lora_r16``; ``""`` without one. Characters a folder name should not hold
+    (path separators, spaces, shell metacharacters) become ``-``."""
+    import re
+
+    if name is None or str(name) == "":
+        return ""
+    return "_" + re.sub(r"[^\w.=+-]+", "-", str(name)).strip("-")[:100]
+
+
 def register_resolvers() -> None:
     """Resolvers the YAML files use; safe to call more than once."""
     if not OmegaConf.has_resolver("project_root"):
@@ -79,6 +89,9 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("direction"):
         # Lightning says min/max, Optuna says minimize/maximize.
         OmegaConf.register_new_resolver("direction", lambda mode: {"min": "minimize", "max": "maximize"}[mode])
+    if not OmegaConf.has_resolver("dir_suffix"):
+        # ``run.name`` as the end of a run dir's name: ``_<name>`` with path separators and spaces made safe.
+        OmegaConf.register_new_resolver("dir_suffix", dir_suffix)
     if not OmegaConf.has_resolver("eval"):
         # Only for small arithmetic in configs, e.g. ``alpha: ${eval:'2 * ${model.lora.r}'}``.
         OmegaConf.register_new_resolver("eval", lambda expr: eval(expr, {"__builtins__": {}}, {}))

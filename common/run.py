@@ -95,8 +95,13 @@ def instantiate_loggers(cfg: DictConfig, resume_run_id: str | None) -> list:
             parent = _parent_run_id()
             if parent:
                 tags["mlflow.parentRunId"] = parent
+            name, note = tracking.given_run(cfg)
+            if note:
+                tags[tracking.NOTE_TAG] = note
+            if name and not resume_run_id:
+                name = tracking.unique_run_name(node.tracking_uri, node.experiment_name, name, node.get("artifact_location"))
             lg = instantiate(
-                node, run_name=tracking.run_name(cfg.task_name, overrides), tags=tags, run_id=resume_run_id
+                node, run_name=name or tracking.run_name(cfg.task_name, overrides), tags=tags, run_id=resume_run_id
             )
             assert isinstance(lg, MLFlowLogger)
         else:

@@ -79,6 +79,40 @@ def run_name(task_name: str, overrides: Iterable[str]) -> str:
     return " ".join([task_name, *shown_overrides(overrides)])[:MAX_RUN_NAME]
 
 
+NOTE_TAG = "mlflow.note.content"  # the run's description on its MLflow page
+
+
+def given_run(cfg: DictConfig) -> tuple[str | None, str | None]:
+    """``(run.name, run.note)`` as the user gave them (None when unset or when the config has no run node)."""
+    node = cfg.get("run") or {}
+    name, note = node.get("name"), node.get("note")
+    return (str(name) if name not in (None, "") else None), (str(note) if note not in (None, "") else None)
+
+
+def unique_run_name(tracking_uri: str, experiment: str, name: str, artifact_location: str | None = None) -> str:
+    """``name``, or ``name-2``, ``name-3`` ... when runs of ``experiment`` already carry it: a repeated name
+    never makes two runs a person cannot tell apart. (Two jobs racing on one name may still both get it.)"""
+    c = client(tracking_uri)
+    exp_id = experiment_id(tracking_uri, experiment, artifact_location)
+    prefix = name.split("'")[0]  # the filter only narrows the search: any superset of the names will do
+    taken = {r.info.run_name for r in c.search_runs([exp_id], f"attributes.run_name LIKE '{prefix}%'",
+                                                     max_results=5000)}
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
+def artifact_root() -> str:
+    """Where every experiment's artifacts go: ``$MLFLOW_ARTIFACT_ROOT``, else ``<project>/mlartifacts``
+    (the same default as ``logger.mlflow.artifact_location``)."""
+    from common.config import project_root
+
+    return os.environ.get("MLFLOW_ARTIFACT_ROOT") or str(project_root() / "mlartifacts")
+
+
 def client(tracking_uri: str):
     from mlflow import MlflowClient
 
@@ -86,7 +120,9 @@ def client(tracking_uri: str):
 
 
 def experiment_id(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
-    """Id of experiment ``name``, created on first use. Safe when several jobs race to create it."""
+    """Id of experiment ``name``, created on first use with its artifacts in ``artifact_location`` (default:
+    ``<artifact_root()>/<name>``; MLflow's own default is ``./mlruns`` of whatever directory a command runs in).
+    Safe when several jobs race to create it."""
     from mlflow.exceptions import MlflowException
 
     c = client(tracking_uri)
@@ -94,7 +130,7 @@ def experiment_id(tracking_uri: str, name: str, artifact_location: str | None = 
     if exp is not None:
         return exp.experiment_id
     try:
-        return c.create_experiment(name, artifact_location=artifact_location)
+        return c.create_experiment(name, artifact_location=artifact_location or f"{artifact_root()}/{name}")
     except MlflowException:
         exp = c.get_experiment_by_name(name)
         if exp is None:
@@ -170,6 +206,21 @@ def set_tags(loggers, tags: Mapping[str, Any]) -> None:
                 mlf_client.set_tag(run_id, k, str(v))
 
 
+def log_metrics(loggers, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log plain float metrics to every MLflow run among ``loggers`` (one batch each)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    if not metrics:
+        return
+    now = int(time.time() * 1000)
+    for lg in loggers or []:
+        if run := mlflow_run(lg):
+            mlf_client, run_id = run
+            mlf_client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
 def end_runs(loggers, status: str) -> None:
     """Mark every MLflow run among ``loggers`` FINISHED or FAILED (Lightning marks fit's end only)."""
     for lg in loggers or []:
@@ -214,6 +265,12 @@ class SweepCallback(Callback):
             "is_sweep_parent": "true",
             **git_info(config.paths.root_dir),
         }
+        try:
+            _, note = given_run(config)
+        except Exception:  # a note interpolating a swept key has no value before the jobs start
+            note = None
+        if note:
+            tags[NOTE_TAG] = note
         run = client(uri).create_run(
             exp_id, run_name=run_name(f"{config.get('task_name', '')} [sweep]", overrides), tags=tags
         )
