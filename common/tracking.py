@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,19 @@ def artifact_root() -> str:
     from common.config import project_root
 
     return os.environ.get("MLFLOW_ARTIFACT_ROOT") or str(project_root() / "mlartifacts")
+
+
+def differing_overrides(runs: Sequence[Iterable[str]]) -> list[str]:
+    """One label per run from the overrides (``key=value``, plumbing left out) whose value is not the same in
+    every run: the children of ``model.lora.r=16,32`` read ``model.lora.r=16`` and ``model.lora.r=32``, not
+    their shared ``+exp=lora ...`` prefix. A run none of whose overrides differ gets ``""``."""
+    parsed = []
+    for overrides in runs:
+        items = [o.partition("=") for o in shown_overrides(overrides)]
+        parsed.append({k.lstrip("+~"): v for k, _, v in items})
+    keys = list(dict.fromkeys(k for p in parsed for k in p))
+    varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
+    return [" ".join(f"{k}={p[k]}" for k in varying if k in p) for p in parsed]
 
 
 def client(tracking_uri: str):
