@@ -89,6 +89,7 @@ def instantiate_loggers(cfg: DictConfig, resume_run_id: str | None) -> list:
                 "task": cfg.task_name,
                 "overrides": json.dumps(overrides),
                 "report_metrics": json.dumps(list(cfg.get("report_metrics") or [])),
+                "report_labels": json.dumps(dict(cfg.get("report_labels") or {}), ensure_ascii=False),
                 **tracking.git_info(cfg.paths.root_dir),
                 **{str(k): str(v) for k, v in (node.get("tags") or {}).items()},
             }
