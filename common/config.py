@@ -92,6 +92,10 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dir_suffix"):
         # ``run.name`` as the end of a run dir's name: ``_<name>`` with path separators and spaces made safe.
         OmegaConf.register_new_resolver("dir_suffix", dir_suffix)
+    if not OmegaConf.has_resolver("entry_help"):
+        from common.entry_help import help_text
+
+        OmegaConf.register_new_resolver("entry_help", lambda _root_: help_text(_root_))
     if not OmegaConf.has_resolver("eval"):
         # Only for small arithmetic in configs, e.g. ``alpha: ${eval:'2 * ${model.lora.r}'}``.
         OmegaConf.register_new_resolver("eval", lambda expr: eval(expr, {"__builtins__": {}}, {}))

@@ -72,3 +72,15 @@ def test_config_failing_validation_leaves_no_run_dir(tmp_path):
     res = run_cli("-m", "tests.common.toy.train", "+exp=typo", "logger=none", f"paths.log_dir={tmp_path}")
     assert res.returncode == 2, res.stderr
     assert not list(tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+
+
+def test_help_shows_usage_own_and_shared_groups_not_another_entry_points():
+    res = run_cli("-m", "vlm.train", "--help")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.startswith("usage: python -m vlm.train ") and "train the brand captioner" in out
+    own, shared = out.split("== vlm groups ==")[1].split("== shared groups ==")
+    assert "+exp=" in own and "lora" in own and "data=" in own
+    for group in ("trainer=", "logger=", "callbacks=", "run.name="):
+        assert group in shared
+    assert "annotate" not in out  # vlm.annotate's group
