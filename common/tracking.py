@@ -68,7 +68,9 @@ def git_info(root: str | os.PathLike) -> dict[str, str]:
 
 
 # Overrides that say where things go, not what was run: left out of run names and reports.
-_PLUMBING = ("hydra.", "hydra/", "paths.", "ckpt_path", "logger.mlflow.tracking_uri", "logger.mlflow.artifact_location")
+# run.name / run.note are the run's name and description themselves.
+_PLUMBING = ("hydra.", "hydra/", "paths.", "ckpt_path", "logger.mlflow.tracking_uri", "logger.mlflow.artifact_location",
+             "run.name", "run.note")
 
 
 def shown_overrides(overrides: Iterable[str]) -> list[str]:
