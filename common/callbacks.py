@@ -155,7 +155,8 @@ class EpochLines(pl.callbacks.ProgressBar):
         epoch, last = trainer.current_epoch + 1, trainer.max_epochs
         parts = [f"epoch {epoch}/{last}" if last and last > 0 else f"epoch {epoch}"]
         loss = _scalars(trainer.callback_metrics, ("train/loss",))
-        loss = {k: v for k, v in loss.items() if not k.endswith("_step")}
+        loss = {k: v for k, v in loss.items()  # on_step+on_epoch logging adds _step/_epoch copies
+                if not k.endswith("_step") and not (k.endswith("_epoch") and k.removesuffix("_epoch") in loss)}
         if loss or self._val:
             parts.append(metrics_text({**loss, **self._val}))
         parts.append(duration(now - self._epoch_start))
