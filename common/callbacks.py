@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import lightning.pytorch as pl
+
+log = logging.getLogger(__name__)
 
 
 class FiniteLossGuard(pl.Callback):
@@ -82,3 +85,158 @@ class ValidateFinalEpoch(pl.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if self._every is not None:
             trainer.check_val_every_n_epoch, self._every = self._every, None
+
+
+def _scalars(metrics, prefixes: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if k.startswith(prefixes) and getattr(v, "numel", lambda: 1)() == 1:
+            out[k] = float(v)
+    return out
+
+
+def metrics_text(metrics: dict[str, float]) -> str:
+    """``val/loss 1.234 · val/score 0.5`` : four significant digits, the way a person reads them."""
+    return " · ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class EpochLines(pl.callbacks.ProgressBar):
+    """The progress "bar" for output nobody watches live (a file, nohup, SLURM, CI): one plain log line per
+    training epoch with the epoch's loss, the validation metrics when it validated, its time and the ETA::
+
+        epoch 3/30 · train/loss_epoch 1.234 · val/loss 1.1 · val/score 0.52 · 12s · ETA 5m24s
+
+    It logs through :mod:`logging`, so a Hydra job writes it to stdout and to ``<run dir>/<task>.log``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._fit_start = 0.0
+        self._epoch_start = 0.0
+        self._epochs_done = 0
+        self._val: dict[str, float] = {}
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import time
+
+        self._fit_start = time.monotonic()
+        self._epochs_done = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        import time
+
+        self._epoch_start = time.monotonic()
+        self._val = {}
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._val = _scalars(trainer.callback_metrics, ("val/", "val_"))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        import time
+
+        if not (self._enabled and trainer.is_global_zero):
+            return
+        now = time.monotonic()
+        self._epochs_done += 1
+        epoch, last = trainer.current_epoch + 1, trainer.max_epochs
+        parts = [f"epoch {epoch}/{last}" if last and last > 0 else f"epoch {epoch}"]
+        loss = _scalars(trainer.callback_metrics, ("train/loss",))
+        loss = {k: v for k, v in loss.items()  # on_step+on_epoch logging adds _step/_epoch copies
+                if not k.endswith("_step") and not (k.endswith("_epoch") and k.removesuffix("_epoch") in loss)}
+        if loss or self._val:
+            parts.append(metrics_text({**loss, **self._val}))
+        parts.append(duration(now - self._epoch_start))
+        if last and last > 0 and epoch < last:
+            per_epoch = (now - self._fit_start) / self._epochs_done
+            parts.append(f"ETA {duration(per_epoch * (last - epoch))}")
+        log.info(" · ".join(parts))
+
+
+class ResultsLog(pl.Callback):
+    """Every validation and test result as one log line (run log and stdout under Hydra), not only in the
+    progress bar or Lightning's printed table. Validation is left to :class:`EpochLines` when that is the bar
+    (its epoch line carries it)."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or isinstance(trainer.progress_bar_callback, EpochLines):
+            return
+        if metrics := _scalars(trainer.callback_metrics, ("val/", "val_")):
+            log.info("validation, epoch %d: %s", trainer.current_epoch + 1, metrics_text(metrics))
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero and (metrics := _scalars(trainer.callback_metrics, ("test/", "test_", "train/"))):
+            metrics = {k: v for k, v in metrics.items() if not k.startswith("train/loss")}
+            log.info("test: %s", metrics_text(metrics))
+
+
+def progress_bar():
+    """Lightning's Rich bar on a terminal; :class:`EpochLines` when stdout is a file or a pipe."""
+    import sys
+
+    if sys.stdout.isatty():
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        return RichProgressBar()
+    return EpochLines()
+
+
+def device_text(trainer) -> str:
+    """``cpu``, ``cuda (NVIDIA H200)``, ``4x cuda (NVIDIA H200)``: what the run ran on."""
+    root = trainer.strategy.root_device
+    name = root.type
+    if root.type == "cuda":
+        import torch
+
+        name += f" ({torch.cuda.get_device_name(root)})"
+    n = trainer.num_devices * trainer.num_nodes
+    return f"{n}x {name}" if n > 1 else name
+
+
+SUMMARY_PREFIX = "summary/"
+SUMMARY_DIGITS = 6  # float32 metrics as MLflow shows them otherwise: 0.9888888597488403
+
+
+class RunSummary(pl.Callback):
+    """What a person looks for first on a run's MLflow page: the device and epochs as tags, and after testing
+    the run's key metrics (``metrics``: the package's ``report_metrics``; empty: every ``test/*``) again as ``summary/<name>``, rounded
+    to six digits, so they sort together instead of after a page of ``lr-*`` series."""
+
+    def __init__(self, metrics: list[str] | None = None) -> None:
+        self.metrics = list(metrics or [])
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from common import tracking
+
+        if trainer.is_global_zero:
+            tracking.set_tags(trainer.loggers, {"device": device_text(trainer)})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        from common import tracking
+
+        if trainer.is_global_zero:
+            tracking.set_tags(trainer.loggers, {"epochs": trainer.current_epoch})
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        from common import tracking
+
+        if not trainer.is_global_zero:
+            return
+        found = _scalars(trainer.callback_metrics, ("test/",))
+        if self.metrics:
+            found = {k: v for k, v in _scalars(trainer.callback_metrics, tuple(self.metrics)).items() if k in self.metrics}
+        found = {k: round(v, SUMMARY_DIGITS) for k, v in found.items() if math.isfinite(v)}
+        tracking.log_metrics(trainer.loggers, {SUMMARY_PREFIX + k: v for k, v in found.items()})

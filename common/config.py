@@ -72,6 +72,16 @@ def project_root() -> Path:
     return Path.cwd().resolve()
 
 
+def dir_suffix(name: Any) -> str:
+    """``"_lora_r16"`` for run name ``lora_r16``; ``""`` without one. Characters a folder name should not hold
+    (path separators, spaces, shell metacharacters) become ``-``."""
+    import re
+
+    if name is None or str(name) == "":
+        return ""
+    return "_" + re.sub(r"[^\w.=+-]+", "-", str(name)).strip("-")[:100]
+
+
 def register_resolvers() -> None:
     """Resolvers the YAML files use; safe to call more than once."""
     if not OmegaConf.has_resolver("project_root"):
@@ -79,6 +89,13 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("direction"):
         # Lightning says min/max, Optuna says minimize/maximize.
         OmegaConf.register_new_resolver("direction", lambda mode: {"min": "minimize", "max": "maximize"}[mode])
+    if not OmegaConf.has_resolver("dir_suffix"):
+        # ``run.name`` as the end of a run dir's name: ``_<name>`` with path separators and spaces made safe.
+        OmegaConf.register_new_resolver("dir_suffix", dir_suffix)
+    if not OmegaConf.has_resolver("entry_help"):
+        from common.entry_help import help_text
+
+        OmegaConf.register_new_resolver("entry_help", lambda _root_: help_text(_root_))
     if not OmegaConf.has_resolver("eval"):
         # Only for small arithmetic in configs, e.g. ``alpha: ${eval:'2 * ${model.lora.r}'}``.
         OmegaConf.register_new_resolver("eval", lambda expr: eval(expr, {"__builtins__": {}}, {}))
@@ -160,7 +177,7 @@ def _check_target_node(node: DictConfig, path: str) -> None:
             continue
         where = f"{path}.{key}" if path else key
         if key not in params:
-            raise ConfigError(f"{where}: not a parameter of {target}{_suggest(key, params)}")
+            raise ConfigError(_not_a_parameter(where, target, params))
         value = node._get_node(key)
         if OmegaConf.is_config(value) or OmegaConf.is_missing(node, key):
             continue
@@ -168,6 +185,32 @@ def _check_target_node(node: DictConfig, path: str) -> None:
         annotation = hints.get(key, params[key].annotation)
         if not _accepts(annotation, raw):
             raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {type(raw).__name__} {raw!r}")
+
+
+def _not_a_parameter(where: str, target: Any, params: typing.Iterable[str]) -> str:
+    return f"{where}: not a parameter of {target}{_suggest(where.rsplit('.', 1)[-1], params)}"
+
+
+def unknown_key(cfg: DictConfig, key: str) -> str:
+    """The message for dotted ``key`` that ``cfg`` lacks, said as :func:`validate` says it: ``trainer.max_epoch:
+    not a parameter of lightning.pytorch.Trainer (did you mean 'max_epochs'?)`` under a ``_target_`` node, else
+    ``data.sise: unknown key (did you mean 'size'?)`` naming the first part of the path that does not exist."""
+    node: Any = cfg
+    parts = key.lstrip("+~").split(".")
+    for i, part in enumerate(parts):
+        where = ".".join(parts[: i + 1])
+        if not isinstance(node, DictConfig):
+            return f"{where}: unknown key ({'.'.join(parts[:i])} is not a mapping)"
+        if part not in node:
+            if "_target_" in node:
+                try:
+                    params = inspect.signature(_import(str(node._target_))).parameters
+                except (TypeError, ValueError, ConfigError):
+                    params = {}
+                return _not_a_parameter(where, node._target_, params)
+            return f"{where}: unknown key{_suggest(part, [str(k) for k in node.keys()])}"
+        node = node._get_node(part) if OmegaConf.is_missing(node, part) else node[part]
+    return f"{key}: unknown key"
 
 
 def _type_name(annotation: Any) -> str:

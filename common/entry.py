@@ -75,6 +75,25 @@ def one_line(error: BaseException) -> str:
     return "; ".join(parts)
 
 
+def _drop_empty_run_dir() -> None:
+    """A job that failed before it made anything (a config that fails validation, a data file that does not
+    read) leaves no run dir behind: remove it when it holds only Hydra's ``.hydra/`` and the job's log."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    out = Path(HydraConfig.get().runtime.output_dir)
+    if out.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
+        for parent in (out.parent, out.parent.parent):  # runs/ and <task>/ when this was their only run
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+
 def _log_files() -> list[logging.FileHandler]:
     return [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
 
@@ -125,6 +144,7 @@ def run_job(task: Callable[[Any], Any], cfg: Any) -> Any:
             if isinstance(e, MissingMandatoryValue):  # a ``???`` the command line did not fill
                 e = ConfigError(f"{e.full_key}: missing mandatory value; give it on the command line ({e.full_key}=...)")
             if isinstance(e, UserError):
+                _drop_empty_run_dir()
                 print(f"error: {e}", file=sys.stderr)
                 sys.exit(2)
             _unexpected(e)
@@ -139,7 +159,40 @@ def _key_first(message: str) -> str:
     return f"{m.group(1)}: {m.group(2)}" if m else message
 
 
-def _reporting_errors(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
+def _unknown_override(error: BaseException, source: str, config_name: str) -> str | None:
+    """``trainer.max_epoch=3`` (no ``+``): Hydra says "Could not override ... To append use +trainer.max_epoch=3",
+    advice that only leads to the did-you-mean one step later. Compose the config without that override and
+    name the key the way start-up validation does (``common.config.unknown_key``). None when it is not that error
+    or the config does not compose without it."""
+    import re
+
+    m = re.match(r"Could not override '([^']+)'", str(error))
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if not m or not isinstance(error.__cause__, ConfigKeyError | ConfigAttributeError):  # a key the config lacks, not a bad value
+        return None
+    key = m.group(1)
+    try:
+        from hydra import compose, initialize_config_dir, initialize_config_module
+        from hydra._internal.utils import get_args_parser
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        args = get_args_parser().parse_known_args(sys.argv[1:])[0]
+        parsed = OverridesParser.create().parse_overrides(list(args.overrides or []))
+        rest = [o.input_line for o in parsed
+                if o.key_or_group != key and not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+        GlobalHydra.instance().clear()
+        init = (initialize_config_module(source.removeprefix("pkg://"), version_base="1.3") if source.startswith("pkg://")
+                else initialize_config_dir(str(Path(source).resolve()), version_base="1.3"))
+        with init:
+            cfg = compose(args.config_name or config_name, overrides=rest)
+    except Exception:  # the plain message is still right, just less helpful
+        return None
+    return common.config.unknown_key(cfg, key)
+
+
+def _reporting_errors(hydra_main: Callable[[], Any], source: str, config_name: str) -> Callable[[], Any]:
     """Hydra prints a bad override or a missing config group option over several lines and exits 1; say it
     in one ``error:`` line with exit 2 like every other user error (``HYDRA_FULL_ERROR=1`` keeps Hydra's)."""
 
@@ -153,7 +206,8 @@ def _reporting_errors(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
         try:
             return hydra_main(*args, **kwargs)
         except CompactHydraException as e:
-            print(f"error: {renamed_in(str(e)) or _key_first(one_line(e))}", file=sys.stderr)
+            print(f"error: {renamed_in(str(e)) or _unknown_override(e, source, config_name) or _key_first(one_line(e))}",
+                  file=sys.stderr)
             sys.exit(2)
         finally:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -174,7 +228,8 @@ def main(package: str, config_name: str = "train", config_path: str | None = Non
         def job(cfg: Any) -> Any:
             return run_job(task, cfg)
 
-        hydra_main = hydra.main(version_base="1.3", config_path=config_path or f"pkg://conf.{package}", config_name=config_name)(job)
-        return _reporting_errors(hydra_main)
+        source = config_path or f"pkg://conf.{package}"
+        hydra_main = hydra.main(version_base="1.3", config_path=source, config_name=config_name)(job)
+        return _reporting_errors(hydra_main, source, config_name)
 
     return deco

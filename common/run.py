@@ -90,6 +90,7 @@ def instantiate_loggers(cfg: DictConfig, resume_run_id: str | None) -> list:
                 "task": cfg.task_name,
                 "overrides": json.dumps(overrides),
                 "report_metrics": json.dumps(list(cfg.get("report_metrics") or [])),
+                "report_labels": json.dumps(dict(cfg.get("report_labels") or {}), ensure_ascii=False),
                 **tracking.git_info(cfg.paths.root_dir),
                 **{str(k): str(v) for k, v in (node.get("tags") or {}).items()},
             }
@@ -98,8 +99,13 @@ def instantiate_loggers(cfg: DictConfig, resume_run_id: str | None) -> list:
                 tags["mlflow.parentRunId"] = parent
             # the store and the experiment exist before the logger looks (jobs racing on a new store)
             tracking.experiment_id(str(node.tracking_uri), str(node.experiment_name), node.get("artifact_location"))
+            name, note = tracking.given_run(cfg)
+            if note:
+                tags[tracking.NOTE_TAG] = note
+            if name and not resume_run_id:
+                name = tracking.unique_run_name(node.tracking_uri, node.experiment_name, name, node.get("artifact_location"))
             lg = instantiate(
-                node, run_name=tracking.run_name(cfg.task_name, overrides), tags=tags, run_id=resume_run_id
+                node, run_name=name or tracking.run_name(cfg.task_name, overrides), tags=tags, run_id=resume_run_id
             )
             assert isinstance(lg, MLFlowLogger)
         else:

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,9 @@ def git_info(root: str | os.PathLike) -> dict[str, str]:
 
 
 # Overrides that say where things go, not what was run: left out of run names and reports.
-_PLUMBING = ("hydra.", "hydra/", "paths.", "ckpt_path", "logger.mlflow.tracking_uri", "logger.mlflow.artifact_location")
+# run.name / run.note are the run's name and description themselves.
+_PLUMBING = ("hydra.", "hydra/", "paths.", "ckpt_path", "logger.mlflow.tracking_uri", "logger.mlflow.artifact_location",
+             "run.name", "run.note")
 
 
 def shown_overrides(overrides: Iterable[str]) -> list[str]:
@@ -101,6 +103,53 @@ def ensure_store(tracking_uri: str) -> None:
     _READY_STORES.add(tracking_uri)
 
 
+NOTE_TAG = "mlflow.note.content"  # the run's description on its MLflow page
+
+
+def given_run(cfg: DictConfig) -> tuple[str | None, str | None]:
+    """``(run.name, run.note)`` as the user gave them (None when unset or when the config has no run node)."""
+    node = cfg.get("run") or {}
+    name, note = node.get("name"), node.get("note")
+    return (str(name) if name not in (None, "") else None), (str(note) if note not in (None, "") else None)
+
+
+def unique_run_name(tracking_uri: str, experiment: str, name: str, artifact_location: str | None = None) -> str:
+    """``name``, or ``name-2``, ``name-3`` ... when runs of ``experiment`` already carry it: a repeated name
+    never makes two runs a person cannot tell apart. (Two jobs racing on one name may still both get it.)"""
+    c = client(tracking_uri)
+    exp_id = experiment_id(tracking_uri, experiment, artifact_location)
+    prefix = name.split("'")[0]  # the filter only narrows the search: any superset of the names will do
+    taken = {r.info.run_name for r in c.search_runs([exp_id], f"attributes.run_name LIKE '{prefix}%'",
+                                                     max_results=5000)}
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
+def artifact_root() -> str:
+    """Where every experiment's artifacts go: ``$MLFLOW_ARTIFACT_ROOT``, else ``<project>/mlartifacts``
+    (the same default as ``logger.mlflow.artifact_location``)."""
+    from common.config import project_root
+
+    return os.environ.get("MLFLOW_ARTIFACT_ROOT") or str(project_root() / "mlartifacts")
+
+
+def differing_overrides(runs: Sequence[Iterable[str]]) -> list[str]:
+    """One label per run from the overrides (``key=value``, plumbing left out) whose value is not the same in
+    every run: the children of ``model.lora.r=16,32`` read ``model.lora.r=16`` and ``model.lora.r=32``, not
+    their shared ``+exp=lora ...`` prefix. A run none of whose overrides differ gets ``""``."""
+    parsed = []
+    for overrides in runs:
+        items = [o.partition("=") for o in shown_overrides(overrides)]
+        parsed.append({k.lstrip("+~"): v for k, _, v in items})
+    keys = list(dict.fromkeys(k for p in parsed for k in p))
+    varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
+    return [" ".join(f"{k}={p[k]}" for k in varying if k in p) for p in parsed]
+
+
 def client(tracking_uri: str):
     from mlflow import MlflowClient
 
@@ -109,7 +158,9 @@ def client(tracking_uri: str):
 
 
 def experiment_id(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
-    """Id of experiment ``name``, created on first use. Safe when several jobs race to create it."""
+    """Id of experiment ``name``, created on first use with its artifacts in ``artifact_location`` (default:
+    ``<artifact_root()>/<name>``; MLflow's own default is ``./mlruns`` of whatever directory a command runs in).
+    Safe when several jobs race to create it."""
     from mlflow.exceptions import MlflowException
 
     c = client(tracking_uri)
@@ -117,7 +168,7 @@ def experiment_id(tracking_uri: str, name: str, artifact_location: str | None = 
     if exp is not None:
         return exp.experiment_id
     try:
-        return c.create_experiment(name, artifact_location=artifact_location)
+        return c.create_experiment(name, artifact_location=artifact_location or f"{artifact_root()}/{name}")
     except MlflowException:
         exp = c.get_experiment_by_name(name)
         if exp is None:
@@ -193,6 +244,21 @@ def set_tags(loggers, tags: Mapping[str, Any]) -> None:
                 mlf_client.set_tag(run_id, k, str(v))
 
 
+def log_metrics(loggers, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log plain float metrics to every MLflow run among ``loggers`` (one batch each)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    if not metrics:
+        return
+    now = int(time.time() * 1000)
+    for lg in loggers or []:
+        if run := mlflow_run(lg):
+            mlf_client, run_id = run
+            mlf_client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
 def end_runs(loggers, status: str) -> None:
     """Mark every MLflow run among ``loggers`` FINISHED, FAILED or KILLED (Lightning marks fit's end only)."""
     for lg in loggers or []:
@@ -250,6 +316,12 @@ class SweepCallback(Callback):
             "is_sweep_parent": "true",
             **git_info(config.paths.root_dir),
         }
+        try:
+            _, note = given_run(config)
+        except Exception:  # a note interpolating a swept key has no value before the jobs start
+            note = None
+        if note:
+            tags[NOTE_TAG] = note
         run = client(uri).create_run(
             exp_id, run_name=run_name(f"{config.get('task_name', '')} [sweep]", overrides), tags=tags
         )

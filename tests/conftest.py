@@ -37,6 +37,18 @@ def mlflow_uri(tmp_path_factory) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _artifacts_under_tmp(tmp_path_factory):
+    """Whatever a test runs, MLflow artifacts of an experiment it did not point elsewhere land in a temp dir,
+    never in the clone (``mlartifacts/``, or MLflow's ``./mlruns`` of the cwd)."""
+    if "MLFLOW_ARTIFACT_ROOT" in os.environ:
+        yield
+        return
+    os.environ["MLFLOW_ARTIFACT_ROOT"] = str(tmp_path_factory.mktemp("mlartifacts"))
+    yield
+    os.environ.pop("MLFLOW_ARTIFACT_ROOT", None)
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run ``python -m ...`` the way a user does (fresh interpreter, repo root as cwd)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from common.metrics.brand import RECALL_NAMES, BrandMatcher, Sample, brand_recalls
-from common.tracking import mlflow_run
+from common.tracking import differing_overrides, mlflow_run
 
 # The six numbers the team tracks per run (DESIGN.md §6), in the order of their hand-kept table.
 TRACKED = (
@@ -47,8 +48,10 @@ def recall_table(metrics: dict[str, float], splits: Sequence[str] = ("train", "t
     return "\n".join(lines)
 
 
-def sample_grid(preds: Sequence[dict], pixels: Sequence[np.ndarray], matcher: BrandMatcher, n: int = 24):
-    """A matplotlib figure: images with their generated captions, green when the brand verdict is right."""
+def sample_grid(preds: Sequence[dict], pixels: Sequence[np.ndarray], matcher: BrandMatcher, n: int = 24,
+                title: str | None = None):
+    """A matplotlib figure: images with their generated captions, green when the brand verdict is right;
+    ``title`` says which split and run they are (``test split · run lora_r16``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,6 +72,8 @@ def sample_grid(preds: Sequence[dict], pixels: Sequence[np.ndarray], matcher: Br
         gold = p["brand"] or "no brand"
         ax.set_title(f"{mark} [{p['kind']}: {gold}]\n{_wrap(p['pred'])}", fontsize=7,
                      color="green" if ok else "red")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -86,8 +91,9 @@ def _wrap(text: str, width: int = 30) -> str:
     return "\n".join(textwrap.wrap(text, width)[:3])
 
 
-def tradeoff_plot(points: Sequence[dict], current: dict | None = None):
-    """NONE RECALL vs NONE BRAND RECALL, one point per run (``{name, none_recall, none_brand_recall}``)."""
+def tradeoff_plot(points: Sequence[dict], current: dict | None = None, run: str | None = None):
+    """NONE RECALL vs NONE BRAND RECALL, one point per run (``{name, none_recall, none_brand_recall}``, and
+    ``label``: what sets it apart, see :func:`runs_for_tradeoff`); ``run`` names the current run in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,7 +102,8 @@ def tradeoff_plot(points: Sequence[dict], current: dict | None = None):
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for p in points:
         ax.scatter(p["none_brand_recall"], p["none_recall"], color="tab:blue", alpha=0.7)
-        ax.annotate(p["name"][:28], (p["none_brand_recall"], p["none_recall"]), fontsize=6, alpha=0.8)
+        ax.annotate(_wrap(p.get("label") or p["name"], 40), (p["none_brand_recall"], p["none_recall"]), fontsize=7,
+                    alpha=0.8)
     if current:
         ax.scatter(current["none_brand_recall"], current["none_recall"], color="tab:red", s=80, marker="*",
                    label="this run")
@@ -106,23 +113,37 @@ def tradeoff_plot(points: Sequence[dict], current: dict | None = None):
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
-    ax.set_title("none vs none-brand recall across runs (test split)")
+    ax.set_title("none vs none-brand recall across runs (test split)" + (f"\nrun {run}" if run else ""), fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def runs_for_tradeoff(loggers) -> list[dict]:
-    """Finished runs of the same MLflow experiment that logged both test recalls."""
+    """Finished runs of the same MLflow experiment that logged both test recalls, each labelled by the
+    overrides that differ between them and this run (its run name when none do)."""
 
     for lg in loggers or []:
         if run := mlflow_run(lg):
             client, run_id = run
-            exp = client.get_run(run_id).info.experiment_id
-            out = []
-            for r in client.search_runs([exp], max_results=500):
+            this = client.get_run(run_id)
+            out, overrides = [], []
+            for r in client.search_runs([this.info.experiment_id], max_results=500):
                 m = r.data.metrics
                 if "test/none_recall" in m and "test/none_brand_recall" in m and r.info.run_id != run_id:
                     out.append({"name": r.info.run_name or r.info.run_id[:8], "none_recall": m["test/none_recall"],
                                 "none_brand_recall": m["test/none_brand_recall"]})
+                    overrides.append(json.loads(r.data.tags.get("overrides") or "[]"))
+            labels = differing_overrides([*overrides, json.loads(this.data.tags.get("overrides") or "[]")])
+            for p, label in zip(out, labels, strict=False):
+                p["label"] = label
             return out
     return []
+
+
+def run_name(loggers) -> str | None:
+    """The MLflow run name of the first MLflow logger, for plot titles."""
+    for lg in loggers or []:
+        if run := mlflow_run(lg):
+            client, run_id = run
+            return client.get_run(run_id).info.run_name
+    return None

@@ -132,15 +132,21 @@ class CaptionModule(pl.LightningModule):
             tracking.log_artifact(loggers, path, "predictions")
         test = self.last_preds.get("test", [])
         with_px = [p for p in test if "_pixels" in p]
+        name = evaluation.run_name(loggers) or Path(output_dir).name
         if with_px:
             fig = evaluation.sample_grid(with_px, [p["_pixels"] for p in with_px], self.matcher,
-                                         self.eval_cfg.grid_samples)
+                                         self.eval_cfg.grid_samples, title=f"test split · run {name}")
             tracking.save_figure(loggers, fig, Path(output_dir) / "samples_grid.png", "plots")
         if "test/none_recall" in metrics and "test/none_brand_recall" in metrics:
             current = {"none_recall": metrics["test/none_recall"], "none_brand_recall": metrics["test/none_brand_recall"]}
-            fig = evaluation.tradeoff_plot(evaluation.runs_for_tradeoff(loggers), current)
+            fig = evaluation.tradeoff_plot(evaluation.runs_for_tradeoff(loggers), current, run=name)
             tracking.save_figure(loggers, fig, Path(output_dir) / "none_tradeoff.png", "plots")
         table = evaluation.recall_table(metrics)
         io.write_text(Path(output_dir) / "recalls.md", table + "\n")
         tracking.log_artifact(loggers, Path(output_dir) / "recalls.md")
-        print(f"\ncaptioner saved to {export}\n\nBrand recalls (greedy captions):\n{table}\n", flush=True)
+        train_all = len(getattr(datamodule, "records", {}).get("train", []))
+        train_seen = len(self.last_preds.get("train", []))
+        if 0 < train_seen < train_all:  # the train recalls come from data.train_eval_size images: say so
+            tracking.set_tags(loggers, {"train_eval_subset": f"{train_seen} of {train_all}"})
+        log.info("captioner saved to %s", export)
+        log.info("brand recalls (greedy captions):\n%s", table)

@@ -58,3 +58,29 @@ def test_cli_typo_exits_nonzero_with_one_line(tmp_path):
     err_lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert err_lines == ["error: trainer.max_epoch: not a parameter of lightning.pytorch.Trainer (did you mean 'max_epochs'?)"]
     assert not list(tmp_path.glob("**/checkpoints"))
+
+
+def test_cli_typo_without_plus_gets_the_same_did_you_mean_and_leaves_no_run_dir(tmp_path):
+    res = run_cli("-m", "tests.common.toy.train", "trainer.max_epoch=3", "logger=none", f"paths.log_dir={tmp_path}")
+    assert res.returncode == 2, res.stderr
+    assert [x for x in res.stderr.splitlines() if x.strip()] == [
+        "error: trainer.max_epoch: not a parameter of lightning.pytorch.Trainer (did you mean 'max_epochs'?)"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_config_failing_validation_leaves_no_run_dir(tmp_path):
+    res = run_cli("-m", "tests.common.toy.train", "+exp=typo", "logger=none", f"paths.log_dir={tmp_path}")
+    assert res.returncode == 2, res.stderr
+    assert not list(tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+
+
+def test_help_shows_usage_own_and_shared_groups_not_another_entry_points():
+    res = run_cli("-m", "vlm.train", "--help")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.startswith("usage: python -m vlm.train ") and "train the brand captioner" in out
+    own, shared = out.split("== vlm groups ==")[1].split("== shared groups ==")
+    assert "+exp=" in own and "lora" in own and "data=" in own
+    for group in ("trainer=", "logger=", "callbacks=", "run.name="):
+        assert group in shared
+    assert "annotate" not in out  # vlm.annotate's group

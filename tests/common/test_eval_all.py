@@ -19,3 +19,5 @@ def test_trains_when_nothing_ran_then_reuses_the_run(tmp_path, monkeypatch, caps
     assert "toy: using its latest finished run" in capsys.readouterr().out
     assert len(client.search_runs([client.get_experiment_by_name("toy").experiment_id])) == 1
     assert len(client.search_runs([client.get_experiment_by_name("eval-all").experiment_id])) == 2
+    # its experiment keeps its files under the artifact root, not in ./mlruns of the directory it ran in
+    assert client.get_experiment_by_name("eval-all").artifact_location == str(tmp_path / "art" / "eval-all")

@@ -138,3 +138,47 @@ def test_single_run_from_the_command_line(tmp_path, mlflow_uri):
     r = _run_of(tmp_path / "run", mlflow_uri)
     assert r.info.status == "FINISHED" and r.info.run_name == "toy.train trainer.max_epochs=1 callbacks.progress_bar=null"
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/loss"] == pytest.approx(r.data.metrics["test/loss"])
+
+
+def _toy_cli(tmp_path, mlflow_uri, *args, stdout=None):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    cmd = [sys.executable, "-m", "tests.common.toy.train", f"paths.log_dir={tmp_path}/logs",
+           f"logger.mlflow.tracking_uri={mlflow_uri}", "logger.mlflow.experiment_name=toy_named",
+           f"logger.mlflow.artifact_location={tmp_path}/art", *args]
+    return subprocess.run(cmd, cwd=ROOT, env={**os.environ}, stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=600)
+
+
+def test_run_name_and_note_repeated_name_gets_a_suffix(tmp_path, mlflow_uri):
+    for _ in range(2):
+        res = _toy_cli(tmp_path, mlflow_uri, "trainer.max_epochs=1", "run.name=base_${trainer.max_epochs}",
+                       "run.note='r halved: r=64, alpha=128'", "callbacks.progress_bar=null")
+        assert res.returncode == 0, res.stderr[-2000:]
+    dirs = sorted((tmp_path / "logs" / "toy.train" / "runs").iterdir())
+    assert len(dirs) == 2 and all(d.name.endswith("_base_1") for d in dirs)  # the run dir carries the name
+    names = [_run_of(d, mlflow_uri).info.run_name for d in dirs]
+    assert names == ["base_1", "base_1-2"]  # never two runs with one name
+    assert {_run_of(d, mlflow_uri).data.tags["mlflow.note.content"] for d in dirs} == {"r halved: r=64, alpha=128"}
+
+
+def test_stdout_to_a_file_gets_one_line_per_epoch(tmp_path, mlflow_uri):
+    import re
+
+    out = tmp_path / "stdout.txt"
+    with out.open("w") as f:
+        res = _toy_cli(tmp_path, mlflow_uri, "trainer.max_epochs=3", stdout=f)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = out.read_text().splitlines()
+    epochs = [x for x in lines if re.search(r" - epoch \d+/3 · ", x)]
+    assert [re.search(r"epoch (\d+)/3", x).group(1) for x in epochs] == ["1", "2", "3"]
+    assert all("train/loss" in x and "val/loss" in x for x in epochs)
+    assert "ETA" in epochs[0] and "ETA" not in epochs[-1]
+    assert any(" - test: test/loss " in x for x in lines)
+    # the same lines in the run log a person tails
+    (log,) = (tmp_path / "logs" / "toy.train" / "runs").glob("*/toy.train.log")
+    assert [x for x in log.read_text().splitlines() if " - epoch " in x] == epochs
