@@ -209,6 +209,10 @@ def _reporting_errors(hydra_main: Callable[[], Any], source: str, config_name: s
             print(f"error: {renamed_in(str(e)) or _unknown_override(e, source, config_name) or _key_first(one_line(e))}",
                   file=sys.stderr)
             sys.exit(2)
+        except OSError as e:  # the job's own are handled in run_job: this is Hydra making the run dir or its log
+            print(f"error: paths.log_dir: cannot create the run directory {e.filename}: {e.strerror} "
+                  "(set paths.log_dir or hydra.run.dir to a writable place)", file=sys.stderr)
+            sys.exit(2)
         finally:
             os.environ.pop("HYDRA_FULL_ERROR", None)
 

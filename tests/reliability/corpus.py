@@ -14,7 +14,7 @@ RUN_OUTPUTS = ["{tmp}/run/checkpoints", "{tmp}/run/metrics.json"]
 
 TOY = "tests.common.toy.train"
 TOY_CASES = [
-    ("toy-trainer-key-typo", TOY, [*TRAIN, "trainer.max_epoch=1"], r"error: Could not override 'trainer\.max_epoch'; To append to your config use \+trainer\.max_epoch=1; Key 'max_epoch' is not in struct", []),
+    ("toy-trainer-key-typo", TOY, [*TRAIN, "trainer.max_epoch=1"], r"error: trainer\.max_epoch: not a parameter of lightning\.pytorch\.Trainer \(did you mean 'max_epochs'\?\)", []),
     ("toy-yaml-overlay-typo", TOY, [*TRAIN, "+exp=typo"], r"error: trainer\.max_epoch: not a parameter of lightning\.pytorch\.Trainer \(did you mean 'max_epochs'\?\)", RUN_OUTPUTS),
     ("toy-wrong-type", TOY, [*TRAIN, "module.lr=fast"], r"error: module\.lr: expected float, got str 'fast'", RUN_OUTPUTS),
     ("toy-wrong-type-int", TOY, [*TRAIN, "trainer.max_epochs=many"], r"error: trainer\.max_epochs: expected int or null, got str 'many'", []),

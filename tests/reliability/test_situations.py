@@ -384,3 +384,13 @@ def test_server_checks_image_size_from_the_header_before_decoding(tmp_path):
         with pytest.raises(ClientError) as e:
             parse_request({**chat_body(url), key: value}, "vlm-captioner", max_tokens_limit=64)
         assert e.value.param == key
+
+
+def test_an_unwritable_log_dir_is_one_line(tmp_path):
+    """Hydra makes the run dir before the job starts: its OSError was a raw traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    ended = run_cli("-m", TOY, f"paths.log_dir={blocker}/logs", "logger=none")
+    assert ended.returncode == 2, ended.stderr[-3000:]
+    (line,) = _errors(ended.stderr)
+    assert line.startswith(f"error: paths.log_dir: cannot create the run directory {blocker}/logs") and "Traceback" not in ended.stderr
