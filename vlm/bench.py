@@ -30,7 +30,7 @@ from common.data.records import read_csv
 from common.metrics.brand import BrandMatcher
 from vlm.build import build
 from vlm.chat import prompt_ids, user_message
-from vlm.data import BrandCaptionData
+from vlm.data import BrandCaptionData, prepare_image
 from vlm.models.vision import VisionTower
 from vlm.schemas import SCHEMAS
 
@@ -134,7 +134,8 @@ def _classifier_accuracy(cfg_overrides: list[str], epochs: int) -> float:
 
     def xy(split):
         recs = [r for r in dm.records[split] if r.kind != "none_brand"]
-        x = torch.stack([torch.from_numpy(r.pixels).float() / 255 for r in recs])
+        x = torch.stack([torch.from_numpy(prepare_image(r.image, dm.image_size, r.bbox, dm.cfg.crop,
+                                                        dm.cfg.crop_margin)).float() / 255 for r in recs])
         y = torch.tensor([classes.index(r.brand or "<none>") for r in recs])
         return x, y
 
