@@ -211,10 +211,11 @@ def train(cfg: DictConfig, build: Build | None = None, schemas: dict[str, type] 
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics.update(_scalars(trainer.callback_metrics))
         if cfg.get("test", True):
-            best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.get("train", True) else ""
+            # train=false tests the given checkpoint (ckpt_path), or the weights as built when there is none
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.get("train", True) else ckpt_path
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update(_scalars(trainer.callback_metrics))
-        name = cfg.get("optimized_metric")
+        name = cfg.get("optimized_metric") if cfg.get("train", True) else None  # only a fit has one to return
         if name and name not in metrics:
             raise ConfigError(f"optimized_metric: '{name}' was not logged; logged: {sorted(metrics)}")
         if trainer.is_global_zero:

@@ -9,6 +9,10 @@
    the gold brand and no other (for "none" images: names no brand).
 
     python -m vlm.bench [--epochs 20] [--skip-flickr] [--out reports/vlm_bench.md]
+
+4. ``--only dataset-rss``: peak resident memory of building the data set (records read and header-checked,
+   tokens encoded) for 1k vs 10k synthetic 448 px records, each size in a fresh process: flat when images are
+   decoded per item, not at build time (decoded, 10k such images would be 6 GB).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from common.data.records import read_csv
 from common.metrics.brand import BrandMatcher
 from vlm.build import build
 from vlm.chat import prompt_ids, user_message
-from vlm.data import BrandCaptionData
+from vlm.data import BrandCaptionData, prepare_image
 from vlm.models.vision import VisionTower
 from vlm.schemas import SCHEMAS
 
@@ -134,7 +138,8 @@ def _classifier_accuracy(cfg_overrides: list[str], epochs: int) -> float:
 
     def xy(split):
         recs = [r for r in dm.records[split] if r.kind != "none_brand"]
-        x = torch.stack([torch.from_numpy(r.pixels).float() / 255 for r in recs])
+        x = torch.stack([torch.from_numpy(prepare_image(r.image, dm.image_size, r.bbox, dm.cfg.crop,
+                                                        dm.cfg.crop_margin)).float() / 255 for r in recs])
         y = torch.tensor([classes.index(r.brand or "<none>") for r in recs])
         return x, y
 
@@ -199,6 +204,66 @@ def accuracy_rows(epochs: int, skip_flickr: bool) -> list[tuple[str, float, floa
     return rows
 
 
+# ------------------------------------------------------------------------------- 4. data set build memory
+RSS_SIZES = (1000, 10000)
+
+
+def _rss_records(n: int, out: Path) -> Path:
+    """``n`` JSONL records over the rendered 448 px synthetic images (a pool reused under distinct ids)."""
+    from vlm import synth
+
+    root = synth.ensure(synth.SynthConfig(image_size=448, brands=6, train_logo_per_brand=20, train_none=40,
+                                          train_none_brand_per_brand=5), ROOT / ".cache")
+    pool = [json.loads(x) for x in (root / "train.jsonl").read_text().splitlines()]
+    rows = [{**pool[i % len(pool)], "id": f"r{i}", "image": str(root / pool[i % len(pool)]["image"])} for i in range(n)]
+    return io.write_jsonl(out / f"records_{n}.jsonl", rows)
+
+
+def _worker_rss(n: int) -> dict:
+    from omegaconf import OmegaConf
+
+    from vlm import synth
+    from vlm.models.llm import train_tokenizer
+    from vlm.schemas import DataSchema
+
+    path = _rss_records(n, ROOT / ".cache" / "vlm" / "bench_rss")
+    tok = train_tokenizer(synth.caption_corpus(), 512)
+    cfg = OmegaConf.structured(DataSchema)
+    cfg.source, cfg.train_file, cfg.val_fraction, cfg.tiles.max_num = "jsonl", str(path), 0.1, 12
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    dm = BrandCaptionData(cfg, 448, ROOT / ".cache")
+    dm.attach(tok, 256)  # InternViT-448 + pixel shuffle: 256 tokens a tile
+    seconds = time.perf_counter() - t
+    item = dm.datasets["train"][0]
+    return {"records": n, "before_mb": before, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "seconds": seconds, "tiles_first": int(item["pixels"].shape[0]),
+            "decoded_gb": n * 3 * 448 * 448 / 1e9}
+
+
+def dataset_rss() -> list[dict]:
+    res = []
+    for n in RSS_SIZES:
+        r = subprocess.run([sys.executable, "-m", "vlm.bench", "--worker-rss", str(n)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=1200)
+        if r.returncode != 0:
+            raise RuntimeError(f"rss worker {n} failed:\n{r.stderr[-2000:]}")
+        res.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    return res
+
+
+def rss_lines(res: list[dict], command: str) -> list[str]:
+    lines = ["## data set build memory", "", f"command: `{command}`  ", f"machine: {machine()}", "",
+             "| records (448 px, tiles.max_num=12) | peak RSS, MB | of it before the build, MB | build, s | "
+             "the same images decoded, GB |", "|---|---|---|---|---|"]
+    lines += [f"| {r['records']:,} | {r['peak_mb']:.0f} | {r['before_mb']:.0f} | {r['seconds']:.1f} | {r['decoded_gb']:.1f} |"
+              for r in res]
+    a, b = res[0], res[-1]
+    per = (b["peak_mb"] - a["peak_mb"]) * 1024 / (b["records"] - a["records"])
+    lines += ["", f"{per:.1f} KB more per record (a decoded 448 px image is {3 * 448 * 448 / 1024:.0f} KB)."]
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m vlm.bench")
     p.add_argument("--epochs", type=int, default=20)
@@ -206,10 +271,20 @@ def main(argv=None) -> int:
     p.add_argument("--skip-flickr", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--out", default=str(ROOT / "reports" / "vlm_bench.md"))
+    p.add_argument("--only", choices=["dataset-rss"], default=None, help="one figure on its own")
     p.add_argument("--worker-step", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-rss", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker_step:
         print(json.dumps(_worker_step(args.worker_step, args.steps)))
+        return 0
+    if args.worker_rss:
+        print(json.dumps(_worker_rss(args.worker_rss)))
+        return 0
+    if args.only == "dataset-rss":
+        text = "\n".join(rss_lines(dataset_rss(), f"python -m vlm.bench {' '.join(argv or sys.argv[1:])}")) + "\n"
+        io.write_text(Path(args.out).with_name("vlm_bench_dataset_rss.md"), text)
+        print(text)
         return 0
     t0 = time.time()
     steps = step_costs(args.steps)

@@ -36,7 +36,7 @@ def build(cfg):
     vlm = policy.build_vlm(model_cfg, llm_path, trust_remote_code=bool(model_cfg.llm.trust_remote_code))
     embedded_vision = not model_cfg.vision.name_or_path
     if embedded_vision and model_cfg.vision.pretrain_steps > 0 and "train" in dm.records:
-        state = pretrain_tiny_vit(vlm.vision, dm.records["train"], model_cfg.vision.pretrain_steps,
+        state = pretrain_tiny_vit(vlm.vision, dm.records["train"], dm.pixels("train"), model_cfg.vision.pretrain_steps,
                                   model_cfg.vision.pretrain_lr, cfg.seed, cfg.paths.cache_dir)
         vlm.vision.encoder.load_state_dict(state)
         torch.manual_seed(cfg.seed)
@@ -50,6 +50,7 @@ def build(cfg):
         "embedded_vision": embedded_vision,
         "image_size": size,
         "crop": bool(cfg.data.crop),
+        "tiles": {"max_num": int(cfg.data.tiles.max_num), "min_num": int(cfg.data.tiles.min_num)},
         "prompt": cfg.data.prompt,
         "brands": dm.brands,
         "aliases": dm.aliases,

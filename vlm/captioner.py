@@ -26,7 +26,8 @@ from common import io
 from common.config import project_root
 from common.errors import ConfigError
 from vlm.chat import prompt_ids, user_message
-from vlm.data import prepare_image
+from vlm.data import expand_image
+from vlm.images import load_tiles, tiles_of
 from vlm.policy import build_vlm, trainable_state_dict
 
 EXPORT_FILE = "captioner.json"
@@ -72,6 +73,8 @@ class Captioner:
         self.image_size = int(info["image_size"])
         self.default_prompt = info.get("prompt", "Describe the product in the image.")
         self.brands = list(info.get("brands", []))
+        tiles = info.get("tiles") or {}
+        self.max_num, self.min_num = int(tiles.get("max_num", 1)), int(tiles.get("min_num", 1))
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | None = None) -> Captioner:
@@ -100,18 +103,17 @@ class Captioner:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(vlm, info, device)
 
-    def _pixels(self, images: Sequence) -> torch.Tensor:
+    def _tiles(self, images: Sequence) -> list[np.ndarray]:
+        """Per image ``uint8 [tiles, 3, S, S]``, tiled as in training (one tile without tiling)."""
         from PIL import Image
 
-
-        arrs = []
+        out = []
         for im in images:
             if isinstance(im, Image.Image):
-                im = im.convert("RGB").resize((self.image_size, self.image_size), Image.BICUBIC)
-                arrs.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
+                out.append(tiles_of(im, self.image_size, self.max_num, self.min_num))
             else:
-                arrs.append(prepare_image(im, self.image_size, None, bool(self.info.get("crop")), 0.1))
-        return torch.from_numpy(np.stack(arrs)).float().div(255.0).to(self.device)
+                out.append(load_tiles(im, self.image_size, self.max_num, self.min_num, None, bool(self.info.get("crop")), 0.1))
+        return out
 
     def caption(
         self,
@@ -128,12 +130,14 @@ class Captioner:
         """One caption per image (paths or PIL images). ``temperature=0``: greedy (or beam with ``num_beams>1``)."""
 
         tok = self.vlm.tokenizer
-        ids = prompt_ids(tok, [user_message(prompt or self.default_prompt)], self.vlm.num_image_tokens)
+        ids = np.asarray(prompt_ids(tok, [user_message(prompt or self.default_prompt)], 1))
+        image_id = self.vlm.image_token_id
         out: list[str] = []
         for i in range(0, len(images), batch_size):
-            chunk = images[i : i + batch_size]
-            px = self._pixels(chunk)
-            gen = self.vlm.generate(px, [ids] * len(chunk), max_new_tokens=max_new_tokens,
+            tiles = self._tiles(images[i : i + batch_size])
+            prompts = [expand_image(ids, None, image_id, len(t) * self.vlm.num_image_tokens)[0].tolist() for t in tiles]
+            px = torch.from_numpy(np.concatenate(tiles)).float().div(255.0).to(self.device)
+            gen = self.vlm.generate(px, prompts, max_new_tokens=max_new_tokens,
                                     do_sample=temperature > 0, temperature=max(temperature, 1e-5), top_p=top_p,
                                     num_beams=num_beams, use_cache=use_cache, seed=seed)
             out += [t.strip() for t in tok.batch_decode(gen, skip_special_tokens=True)]

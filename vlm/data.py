@@ -5,8 +5,13 @@ Record formats (JSONL, one object a line; ``image`` relative to ``data.image_roo
 * LLaVA style ``{id, image, brand?, conversations: [{from: human, value: "<image>\\n..."}, {from: gpt, value}]}``
 
 ``kind`` is ``logo`` / ``none`` / ``none_brand`` (default: ``none`` when brand is null, else ``logo``).
-Every record is checked on reading (image present and decodable, an assistant turn, caption survives
-cleaning) and a bad one fails as ``file:line: reason`` (or is skipped with ``data.on_bad_record=skip``).
+Every record is checked on reading (image present, its header sound and its size under
+``data.max_image_pixels``, an assistant turn, caption survives cleaning) and a bad one fails as
+``file:line: reason`` (or is skipped with ``data.on_bad_record=skip``) before training starts. Pixels are
+decoded only in ``CaptionDataset.__getitem__`` (in the DataLoader workers, ``data.num_workers``): a record
+keeps its path, header size and token ids, so the data set's memory does not grow with decoded images.
+With ``data.tiles.max_num > 1`` an image becomes InternVL's tiles (``vlm.images``) and its ``<image>``
+placeholder ``tiles x image tokens`` positions.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from common.data.fingerprint import fingerprint
-from common.data.images import load_image
 from common.data.records import read_jsonl, require_text
 from common.data.splits import stratified_split
 from common.errors import ConfigError, DataError
@@ -30,6 +34,7 @@ from common.metrics.brand import BrandMatcher, load_aliases
 from vlm import synth
 from vlm.caption_clean import clean_with
 from vlm.chat import IGNORE, IMAGE_TOKEN, encode, prompt_ids
+from vlm.images import cropped_size, header, load_tiles, num_tiles
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,7 @@ class Record:
     messages: list[dict]
     bbox: list[float] | None = None
     desc: str | None = None
-    pixels: np.ndarray | None = field(default=None, repr=False)
+    size: tuple[int, int] | None = field(default=None, repr=False)  # (width, height) from the header
 
     @property
     def caption(self) -> str:
@@ -61,20 +66,7 @@ class Record:
 
 def prepare_image(path: str | Path, size: int, bbox=None, crop: bool = False, margin: float = 0.1) -> np.ndarray:
     """``uint8 [3, size, size]``; with ``crop`` the product box (plus margin) or else the central 80%."""
-    from PIL import Image
-
-    img = load_image(path)
-    if crop:
-        w, h = img.size
-        if bbox:
-            x0, y0, x1, y1 = bbox
-            mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-            box = (max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my))
-        else:
-            box = (w * 0.1, h * 0.1, w * 0.9, h * 0.9)
-        img = img.crop(tuple(int(round(v)) for v in box))
-    img = img.resize((size, size), Image.BICUBIC)
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+    return load_tiles(path, size, 1, 1, bbox, crop, margin)[0]
 
 
 def _messages(raw: dict, prompt: str, clean) -> list[dict]:
@@ -111,7 +103,8 @@ def _messages(raw: dict, prompt: str, clean) -> list[dict]:
     return msgs
 
 
-def read_records(path: str | Path, image_root: str | Path | None, cfg, image_size: int) -> list[Record]:
+def read_records(path: str | Path, image_root: str | Path | None, cfg, image_size: int | None = None) -> list[Record]:
+    """Validated records; images are header-checked here, not decoded (``image_size`` is not needed)."""
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
     clean = clean_with(cfg.clean)
@@ -132,9 +125,9 @@ def read_records(path: str | Path, image_root: str | Path | None, cfg, image_siz
         msgs = _messages(raw, cfg.prompt, clean)
         img_path = Path(image) if Path(image).is_absolute() else root / image
         bbox = raw.get("bbox")
-        pixels = prepare_image(img_path, image_size, bbox, cfg.crop, cfg.crop_margin)
+        size = header(img_path, int(cfg.max_image_pixels))
         desc = raw.get("desc")
-        return Record(rid, str(img_path), brand, kind, msgs, bbox, desc if isinstance(desc, str) else None, pixels)
+        return Record(rid, str(img_path), brand, kind, msgs, bbox, desc if isinstance(desc, str) else None, size)
 
     return read_jsonl(path, validate, on_bad_record=cfg.on_bad_record)
 
@@ -147,32 +140,64 @@ def facts(rec: Record) -> str:
     return "Facts: no brand."
 
 
-class CaptionDataset(Dataset):
-    """Encoded samples: pixels + chat-template ids/labels + the generation prompt for evaluation."""
+def expand_image(ids: np.ndarray, labels: np.ndarray | None, image_id: int, n: int):
+    """The one ``<image>`` id of an encoded sample -> ``n`` of them (labels -100 there). Tokenizing the text
+    with the placeholder already repeated gives the same ids: ``<image>`` is a special token."""
+    (pos,) = np.flatnonzero(ids == image_id)[:1]
+    out = np.concatenate([ids[:pos], np.full(n, image_id, dtype=ids.dtype), ids[pos + 1:]])
+    if labels is None:
+        return out, None
+    return out, np.concatenate([labels[:pos], np.full(n, IGNORE, dtype=labels.dtype), labels[pos + 1:]])
 
-    def __init__(self, records: list[Record], tokenizer, n_image_tokens: int, extra_desc: bool = False):
+
+class CaptionDataset(Dataset):
+    """Encoded samples (token ids with one ``<image>`` position, int32); pixels are decoded per item.
+
+    ``tiles``: ``data.tiles`` (max_num, min_num); ``image_size``: the tower's tile size; ``n_image_tokens``:
+    the tower's tokens per tile. An item's ``<image>`` expands to ``tiles x n_image_tokens`` positions."""
+
+    def __init__(self, records: list[Record], tokenizer, n_image_tokens: int, extra_desc: bool = False,
+                 image_size: int = 64, tiles=None, crop: bool = False, crop_margin: float = 0.1):
+        self.image_size, self.n_image_tokens = int(image_size), int(n_image_tokens)
+        self.max_num = int(tiles.max_num) if tiles is not None else 1
+        self.min_num = int(tiles.min_num) if tiles is not None else 1
+        self.crop, self.crop_margin = bool(crop), float(crop_margin)
+        self.image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.items = []
         for rec in records:
             convs = [rec.messages]
             if extra_desc and rec.desc:
                 convs.append([{"role": "user", "content": f"{IMAGE_TOKEN}\n{synth.DESC_PROMPT}"},
                               {"role": "assistant", "content": rec.desc}])
+            n_tiles = self.tiles_of(rec)
             for msgs in convs:
                 try:
-                    enc = encode(tokenizer, msgs, n_image_tokens)
-                    prompt = prompt_ids(tokenizer, rec.prompt_messages, n_image_tokens)
+                    enc = encode(tokenizer, msgs, 1)
+                    prompt = prompt_ids(tokenizer, rec.prompt_messages, 1)
                 except DataError as e:
                     raise DataError(f"record {rec.id}: {e}") from None
-                self.items.append((rec, enc.input_ids, enc.labels, prompt))
+                self.items.append((rec, np.asarray(enc.input_ids, np.int32), np.asarray(enc.labels, np.int32),
+                                   np.asarray(prompt, np.int32), n_tiles))
+
+    def tiles_of(self, rec: Record) -> int:
+        if self.max_num <= 1 or rec.size is None:
+            return 1
+        size = cropped_size(rec.size, rec.bbox, self.crop, self.crop_margin)
+        return num_tiles(size, self.image_size, self.max_num, self.min_num)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        rec, ids, labels, prompt = self.items[i]
-        pixels = rec.pixels if rec.pixels is not None else None
-        return {"pixels": torch.from_numpy(pixels).float() / 255.0, "input_ids": ids, "labels": labels,
-                "prompt": prompt, "id": rec.id, "brand": rec.brand, "kind": rec.kind, "caption": rec.caption}
+        rec, ids, labels, prompt, n_tiles = self.items[i]
+        tiles = load_tiles(rec.image, self.image_size, self.max_num, self.min_num, rec.bbox, self.crop, self.crop_margin)
+        if len(tiles) != n_tiles:
+            raise DataError(f"{rec.image}: {len(tiles)} tiles decoded, {n_tiles} expected from its header size")
+        n = n_tiles * self.n_image_tokens
+        ids, labels = expand_image(ids, labels, self.image_id, n)
+        prompt, _ = expand_image(prompt, None, self.image_id, n)
+        return {"pixels": torch.from_numpy(tiles).float() / 255.0, "input_ids": ids.tolist(), "labels": labels.tolist(),
+                "prompt": prompt.tolist(), "id": rec.id, "brand": rec.brand, "kind": rec.kind, "caption": rec.caption}
 
 
 def collate(pad_id: int):
@@ -187,7 +212,8 @@ def collate(pad_id: int):
             labels[i, :k] = torch.tensor(b["labels"])
             mask[i, :k] = 1
         return {
-            "pixels": torch.stack([b["pixels"] for b in batch]),
+            "pixels": torch.cat([b["pixels"] for b in batch]),  # [sum of tiles, 3, S, S], sample by sample
+            "n_tiles": [len(b["pixels"]) for b in batch],
             "input_ids": ids, "labels": labels, "attention_mask": mask,
             "prompts": [b["prompt"] for b in batch],
             "meta": [{k: b[k] for k in ("id", "brand", "kind", "caption")} for b in batch],
@@ -220,7 +246,7 @@ class BrandCaptionData(pl.LightningDataModule):
         self.records: dict[str, list[Record]] = {}
         for split, f in files.items():
             if f:
-                self.records[split] = read_records(f, image_root, cfg, image_size)
+                self.records[split] = read_records(f, image_root, cfg)
         if "train" in self.records and "val" not in self.records:
             recs = self.records["train"]
             try:
@@ -266,18 +292,29 @@ class BrandCaptionData(pl.LightningDataModule):
                 texts.append(r.desc)
         return sorted(set(synth.caption_corpus() + texts)), rows
 
+    def pixels(self, split: str) -> np.ndarray:
+        """``uint8 [N, 3, S, S]``: every image of ``split`` decoded (one tile each) -- for the small embedded
+        set's tower pre-training only; training and evaluation decode per item."""
+        return np.stack([prepare_image(r.image, self.image_size, r.bbox, self.cfg.crop, self.cfg.crop_margin)
+                         for r in self.records[split]])
+
+    def _dataset(self, recs: list[Record], extra_desc: bool = False) -> CaptionDataset:
+        return CaptionDataset(recs, self.tokenizer, self.n_image_tokens, extra_desc=extra_desc,
+                              image_size=self.image_size, tiles=self.cfg.tiles, crop=self.cfg.crop,
+                              crop_margin=self.cfg.crop_margin)
+
     def attach(self, tokenizer, n_image_tokens: int) -> None:
-        self.tokenizer = tokenizer
+        """Encode the records for ``tokenizer``; ``n_image_tokens``: the vision tower's tokens per tile."""
+        self.tokenizer, self.n_image_tokens = tokenizer, int(n_image_tokens)
         self.datasets = {}
         for split, recs in self.records.items():
-            self.datasets[split] = CaptionDataset(recs, tokenizer, n_image_tokens,
-                                                  extra_desc=self.cfg.with_desc and split == "train")
+            self.datasets[split] = self._dataset(recs, extra_desc=self.cfg.with_desc and split == "train")
         if "train" in self.records:
             rng = np.random.default_rng(self.seed)
             train = self.records["train"]
             k = min(self.cfg.train_eval_size, len(train))
             pick = sorted(rng.choice(len(train), size=k, replace=False).tolist())
-            self.datasets["train_eval"] = CaptionDataset([train[i] for i in pick], tokenizer, n_image_tokens)
+            self.datasets["train_eval"] = self._dataset([train[i] for i in pick])
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.tokenizer is None:

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
 
 from common import io, optim, tracking
 from common.distributed import all_ranks, merge_shards
@@ -63,7 +65,9 @@ class CaptionModule(pl.LightningModule):
                                 num_beams=ec.num_beams, do_sample=ec.do_sample, temperature=ec.temperature,
                                 top_p=ec.top_p)
         texts = self.vlm.tokenizer.batch_decode(out, skip_special_tokens=True)
-        for meta, text, px in zip(batch["meta"], texts, batch["pixels"], strict=True):
+        ends = np.cumsum(batch.get("n_tiles") or [1] * len(texts))
+        thumbs = batch["pixels"][torch.as_tensor(ends - 1)]  # each sample's last tile: its thumbnail when tiled
+        for meta, text, px in zip(batch["meta"], texts, thumbs, strict=True):
             row = {**meta, "pred": text.strip()}
             if len(self._preds.setdefault(dataloader_idx, [])) < self.eval_cfg.grid_samples and stage == "test":
                 row["_pixels"] = (px * 255).round().byte().cpu().numpy()

@@ -2,7 +2,8 @@
 
 * ``build_vlm(model_cfg, ...)``: vision tower + LLM (real by path, or the embedded tiny one) + projector;
 * ``apply_policy``: freeze / unfreeze vision, projector and LLM; LoRA (peft) on the LLM only;
-  gradient checkpointing;
+  gradient checkpointing of both towers; every trainable parameter in fp32 (frozen parts keep the dtype
+  ``model.<part>.dtype`` loaded them in, e.g. bf16);
 * ``param_groups``: one optimizer group per trainable part with its own learning rate;
 * ``trainable_state_dict``: only what trained (what a checkpoint and an export keep).
 """
@@ -16,7 +17,7 @@ import torch
 
 from common.errors import ConfigError
 from vlm.models import llm as llm_lib
-from vlm.models.vision import VisionTower
+from vlm.models.vision import VisionTower, enable_checkpointing, torch_dtype
 from vlm.models.vlm import VLM
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ def llm_dir(model_cfg, cache_dir, corpus: list[str], rows: list[dict], seed: int
 
 
 def build_vlm(model_cfg, llm_path: str | Path, trust_remote_code: bool = False) -> VLM:
-    llm, tokenizer = llm_lib.load(llm_path, trust_remote_code=trust_remote_code)
+    dtype = torch_dtype(model_cfg.llm.get("dtype", "auto"), "model.llm.dtype")
+    llm, tokenizer = llm_lib.load(llm_path, trust_remote_code=trust_remote_code, dtype=dtype)
     vision = VisionTower(model_cfg.vision)
     vlm = VLM(vision, llm, tokenizer, model_cfg.projector.type)
     apply_policy(vlm, model_cfg)
@@ -58,14 +60,23 @@ def apply_policy(vlm: VLM, model_cfg) -> None:
     if not any(p.requires_grad for p in vlm.parameters()):
         raise ConfigError("model: nothing to train (train_vision, train_projector, train_llm all false, no LoRA)")
     if model_cfg.gradient_checkpointing:
-        kw = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
-        vlm.llm.gradient_checkpointing_enable(**kw)
-        if hasattr(vlm.vision.encoder, "gradient_checkpointing_enable") and getattr(
-            vlm.vision.encoder, "supports_gradient_checkpointing", False
-        ):
-            vlm.vision.encoder.gradient_checkpointing_enable(**kw)
+        enable_checkpointing(vlm.llm)
+        if not vlm.vision.enable_gradient_checkpointing():
+            log.warning("model.gradient_checkpointing: the vision tower %s has no checkpointable layers",
+                        type(vlm.vision.encoder).__name__)
+    upcast_trainable(vlm)
     # Frozen parts run in eval mode (no dropout), whatever Lightning does with .train().
     vlm.frozen_modules = [m for m in (vlm.vision, vlm.projector, vlm.llm) if not any(p.requires_grad for p in m.parameters())]
+
+
+def upcast_trainable(vlm: VLM) -> None:
+    """Trainable parameters in fp32 (the optimiser state and updates in full precision); frozen ones as loaded."""
+    cast = [n for n, p in vlm.named_parameters() if p.requires_grad and p.dtype != torch.float32]
+    for _, p in vlm.named_parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    if cast:
+        log.info("%d trainable tensors upcast to fp32 (e.g. %s)", len(cast), cast[0])
 
 
 def group_of(name: str) -> str:

@@ -31,6 +31,15 @@ class CaptionCleanSchema:
 
 
 @dataclass
+class TilesSchema:
+    """InternVL dynamic tiling: the image resized to the grid of ``image_size`` tiles (i x j <= max_num) whose
+    aspect ratio is closest to its own, plus a thumbnail of the whole image when there is more than one tile."""
+
+    max_num: int = 1  # 1 = one square image, no tiling (InternVL uses 12)
+    min_num: int = 1
+
+
+@dataclass
 class DataSchema:
     source: str = "synthetic"  # synthetic | jsonl
     synthetic: SynthSchema = field(default_factory=SynthSchema)
@@ -42,7 +51,9 @@ class DataSchema:
     on_bad_record: str = "error"
     batch_size: int = 32
     eval_batch_size: int = 100
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader workers: images are decoded there, one sample at a time
+    tiles: TilesSchema = field(default_factory=TilesSchema)
+    max_image_pixels: int = 89_478_485  # larger images (width x height, read from the header) are bad records
     crop: bool = False
     crop_margin: float = 0.1
     with_desc: bool = False
@@ -65,6 +76,7 @@ class VisionSchema:
     intermediate_size: int = 256
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    dtype: str = "auto"  # auto (the checkpoint's own) | bf16 | fp32: storage of the loaded weights; what trains is fp32
     feature_layer: int = -1  # hidden-state index the projector reads (LLaVA uses -2)
     pixel_shuffle: int = 2  # 1 = off; 2 = 4x fewer image tokens, 4x wider
     # The embedded tiny ViT is pre-trained (cached) on the training images, as a real encoder arrives
@@ -82,6 +94,7 @@ class ProjectorSchema:
 class LLMSchema:
     name_or_path: str | None = None
     trust_remote_code: bool = False
+    dtype: str = "auto"  # auto (the checkpoint's own) | bf16 | fp32: storage of the loaded weights; what trains is fp32
     hidden_size: int = 128
     intermediate_size: int = 256
     num_layers: int = 4

@@ -58,7 +58,7 @@ def test_llava_conversations_are_read(tmp_path):
            "conversations": [{"from": "human", "value": "What is this?"}, {"from": "gpt", "value": "A shoe by Zorvik."}]}
     (rec,) = read_records(_dataset(tmp_path, [row]), None, OmegaConf.structured(DataSchema), 32)
     assert rec.kind == "logo" and rec.caption == "A shoe by Zorvik."
-    assert rec.messages[0]["content"].startswith("<image>\n") and rec.pixels.shape == (3, 32, 32)
+    assert rec.messages[0]["content"].startswith("<image>\n") and rec.size == (32, 32)
 
 
 def test_cli_bad_inputs_exit_2_with_one_line(tmp_path):

@@ -83,7 +83,13 @@ def test_greedy_generation_is_the_same_with_and_without_kv_cache(built):
 
 
 def test_llm_and_vision_load_from_local_hf_checkpoints(built, tmp_path):
-    from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+    from transformers import (
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
 
     from vlm.models.llm import train_tokenizer
 
@@ -97,11 +103,14 @@ def test_llm_and_vision_load_from_local_hf_checkpoints(built, tmp_path):
     vis_dir = tmp_path / "siglip"
     SiglipVisionModel(SiglipVisionConfig(image_size=32, patch_size=8, hidden_size=40, intermediate_size=80,
                                          num_hidden_layers=2, num_attention_heads=2)).save_pretrained(vis_dir)
+    # a real checkpoint ships its preprocessing (mean, std, size)
+    SiglipImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6]).save_pretrained(vis_dir)
     cfg, module, dm = built(f"model.llm.name_or_path={llm_dir}", f"model.vision.name_or_path={vis_dir}",
                             "model.vision.feature_layer=-2")
     vlm = module.vlm
     assert vlm.llm.config.hidden_size == 48 and vlm.vision.encoder.config.hidden_size == 40
     assert vlm.vision.image_size == 32 and vlm.num_image_tokens == 4  # 16 patches, pixel shuffle 2
+    assert vlm.vision.mean.flatten().tolist() == pytest.approx([0.4, 0.5, 0.6])
     assert torch.equal(vlm.llm.model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight)
     batch = next(iter(dm.train_dataloader()))
     assert batch["pixels"].shape[-1] == 32

@@ -138,8 +138,11 @@ def build_tiny(cfg, cache_dir: str | Path, corpus: list[str], corpus_rows: list[
     return root
 
 
-def load(path: str | Path, trust_remote_code: bool = False):
-    """``(model, tokenizer)`` from a local HF dir; the image placeholder is added as a special token if new."""
+def load(path: str | Path, trust_remote_code: bool = False, dtype="auto"):
+    """``(model, tokenizer)`` from a local HF dir; the image placeholder is added as a special token if new.
+
+    ``dtype`` is what ``from_pretrained`` takes (``"auto"``: the checkpoint's own); any failure to load is one
+    ``model.llm.name_or_path: ...`` error."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
@@ -147,9 +150,10 @@ def load(path: str | Path, trust_remote_code: bool = False):
         raise ConfigError(f"model.llm.name_or_path: no such directory {path} (no hub downloads here)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=torch.float32)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"model.llm.name_or_path: cannot load {path}: {str(e).splitlines()[0]}") from None
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=dtype)
+    except Exception as e:  # OSError, ValueError, ImportError of a remote file, ...
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(f"model.llm.name_or_path: cannot load {path}: {type(e).__name__}: {first}") from None
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:

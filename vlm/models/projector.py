@@ -19,7 +19,8 @@ class VocabProjector(nn.Module):
         self.mlp = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, vocab))
 
     def forward(self, x, embedding_weight):
-        return self.mlp(x).softmax(-1) @ embedding_weight
+        probs = self.mlp(x).softmax(-1)
+        return probs @ embedding_weight.to(probs.dtype)
 
 
 def build_projector(kind: str, in_dim: int, out_dim: int, vocab: int | None = None) -> nn.Module:

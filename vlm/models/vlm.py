@@ -30,7 +30,10 @@ class VLM(nn.Module):
         return self.vision.num_tokens
 
     def image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[T, num_tokens, llm width]`` for ``T`` images or tiles; the tower's output (bf16 when the tower is
+        kept in bf16) is cast to the projector's dtype explicitly."""
         feats = self.vision(pixels)
+        feats = feats.to(next(self.projector.parameters()).dtype)
         if getattr(self.projector, "uses_vocab", False):
             return self.projector(feats, self.llm.get_input_embeddings().weight)
         return self.projector(feats)
