@@ -129,7 +129,7 @@ def read_records(path: str | Path, image_root: str | Path | None, cfg, image_siz
         desc = raw.get("desc")
         return Record(rid, str(img_path), brand, kind, msgs, bbox, desc if isinstance(desc, str) else None, size)
 
-    return read_jsonl(path, validate, on_bad_record=cfg.on_bad_record)
+    return read_jsonl(path, validate, on_bad_record=cfg.on_bad_record, unique="id")
 
 
 def facts(rec: Record) -> str:

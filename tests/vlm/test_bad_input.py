@@ -32,6 +32,7 @@ GOOD = {"id": "a", "image": "ok.png", "brand": "Zorvik", "caption": "A shoe by Z
          r"train.jsonl:2: conversation has no assistant \(gpt\) turn"),
         ({"id": "b", "image": "ok.png", "brand": "Zorvik", "kind": "none", "caption": "A cup."}, r"train.jsonl:2: kind 'none' with brand"),
         ({"id": "b", "image": "ok.png", "caption": "a bag a bag a bag a bag a bag"}, r"train.jsonl:2: caption dropped by cleaning"),
+        ({**GOOD, "caption": "Another shoe by Zorvik."}, r"train.jsonl:2: duplicate id 'a' \(first seen on line 1\)"),
     ],
 )
 def test_bad_records_name_file_and_line(tmp_path, bad, message):
