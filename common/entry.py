@@ -156,7 +156,14 @@ def _key_first(message: str) -> str:
     import re
 
     m = re.match(r"Error merging override \+*([\w.]+)=[^;]*; (.*)", message)
-    return f"{m.group(1)}: {m.group(2)}" if m else message
+    if m:
+        return f"{m.group(1)}: {m.group(2)}"
+    # Hydra's override grammar takes no unquoted non-ASCII value (a Chinese label): say how to write it
+    m = re.match(r"LexerNoViableAltException: \+*([\w.]+)=(.*?); \^", message)
+    if m and not m.group(2).isascii():
+        return (f"{m.group(1)}: Hydra's override grammar needs a value like {m.group(2)!r} quoted: "
+                f"\"{m.group(1)}='{m.group(2)}'\" (single quotes inside the shell's double quotes)")
+    return message
 
 
 def _unknown_override(error: BaseException, source: str, config_name: str) -> str | None:

@@ -394,3 +394,13 @@ def test_an_unwritable_log_dir_is_one_line(tmp_path):
     assert ended.returncode == 2, ended.stderr[-3000:]
     (line,) = _errors(ended.stderr)
     assert line.startswith(f"error: paths.log_dir: cannot create the run directory {blocker}/logs") and "Traceback" not in ended.stderr
+
+
+def test_an_unquoted_chinese_value_says_how_to_quote_it(tmp_path):
+    """Hydra's grammar refuses ``data.positive_label=新车资讯`` with a bare LexerNoViableAltException."""
+    from tests.reliability.harness import call
+
+    ended = call("textcls.train", "data.positive_label=新车资讯", f"hydra.run.dir={tmp_path / 'run'}")
+    assert ended.code == 2
+    assert ended.error_lines == ["error: data.positive_label: Hydra's override grammar needs a value like '新车资讯' "
+                                 "quoted: \"data.positive_label='新车资讯'\" (single quotes inside the shell's double quotes)"]
