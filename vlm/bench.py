@@ -320,6 +320,9 @@ def real_size(args, command: str, fresh_process: bool = True) -> str:
             raise SystemExit(f"error: --policies: unknown policy {pol!r} ({', '.join(realsize.POLICIES)})")
         for b in batches:
             t = time.perf_counter()
+            if rows and rows[-1]["policy"] == pol and rows[-1]["skipped"] and b >= rows[-1]["batch"]:
+                rows.append({**rows[-1], "batch": b})  # does not fit at a smaller batch: not built again
+                continue
             rows.append(_run_real({**base, "kind": "step", "policy": pol, "batch": b, "steps": steps}, fresh_process))
             print(f"{pol} batch {b}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
     gen = None
