@@ -10,7 +10,16 @@
 
     python -m vlm.bench [--epochs 20] [--skip-flickr] [--out reports/vlm_bench.md]
 
-4. ``--only dataset-rss``: peak resident memory of building the data set (records read and header-checked,
+4. ``--real-size``: random-weight towers with the real configs (InternViT-300M-448px-class vision +
+   Qwen2.5-1.5B-class LLM, ``vlm.realsize``) loaded by path like a user's run: per policy and batch size the mean
+   step time, peak memory (each row in a fresh process) and trainable parameters; whether 2 x 24 GB at global
+   batch 24 fits (DDP / ZeRO-2, micro-batch + accumulation); captions/s of greedy generation with / without the
+   KV cache. The section "Real size (random weights)" of ``--docs`` (docs/bench/vlm.md) is replaced.
+
+    python -m vlm.bench --real-size [--policies freeze_llm,lora,full_ft] [--batch-sizes 1,2] [--steps 2]
+                        [--new-tokens 200] [--gen-batch 2] [--grad-ckpt] [--scale tiny]
+
+5. ``--only dataset-rss``: peak resident memory of building the data set (records read and header-checked,
    tokens encoded) for 1k vs 10k synthetic 448 px records, each size in a fresh process: flat when images are
    decoded per item, not at build time (decoded, 10k such images would be 6 GB).
 """
@@ -264,22 +273,103 @@ def rss_lines(res: list[dict], command: str) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------------ 5. real-size towers
+def _real_cfg(spec: dict):
+    from vlm import realsize
+
+    over = realsize.overrides(spec["policy"], Path(spec["vision_dir"]), Path(spec["llm_dir"]), spec["grad_ckpt"])
+    return _compose(*over)
+
+
+def _worker_real(spec: dict) -> dict:
+    from vlm import realsize
+
+    torch.manual_seed(0)
+    cfg = _real_cfg(spec)
+    if spec["kind"] == "gen":
+        return realsize.generation_row(cfg, spec["batch"], spec["new_tokens"])
+    return realsize.step_row(cfg, spec["policy"], spec["batch"], spec["steps"])
+
+
+def _run_real(spec: dict, fresh_process: bool) -> dict:
+    if not fresh_process:
+        return _worker_real(spec)
+    r = subprocess.run([sys.executable, "-m", "vlm.bench", "--worker-real", json.dumps(spec)], cwd=ROOT,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"real-size worker {spec} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def real_size(args, command: str, fresh_process: bool = True) -> str:
+    """Every row of ``--real-size`` (each in a fresh process unless ``fresh_process`` is false: tests), the
+    section written into ``args.docs``; returns the section's text."""
+    from vlm import realsize
+
+    cache = Path(args.cache_dir) if args.cache_dir else ROOT / ".cache"
+    t0 = time.perf_counter()
+    vision_dir, llm_dir = realsize.ensure_towers(args.scale, cache)
+    print(f"towers: {vision_dir.parent} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    gpu = torch.cuda.is_available()
+    batches = [int(x) for x in (args.batch_sizes or ("8,24" if gpu else "1,2")).split(",")]
+    steps = args.steps if args.steps is not None else 2
+    base = {"vision_dir": str(vision_dir), "llm_dir": str(llm_dir), "grad_ckpt": bool(args.grad_ckpt)}
+    rows = []
+    for pol in args.policies.split(","):
+        if pol not in realsize.POLICIES:
+            raise SystemExit(f"error: --policies: unknown policy {pol!r} ({', '.join(realsize.POLICIES)})")
+        for b in batches:
+            t = time.perf_counter()
+            if rows and rows[-1]["policy"] == pol and rows[-1]["skipped"] and b >= rows[-1]["batch"]:
+                rows.append({**rows[-1], "batch": b})  # does not fit at a smaller batch: not built again
+                continue
+            rows.append(_run_real({**base, "kind": "step", "policy": pol, "batch": b, "steps": steps}, fresh_process))
+            print(f"{pol} batch {b}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    gen = None
+    if args.new_tokens > 0:
+        gen_batch = args.gen_batch or (8 if gpu else 2)
+        gen = _run_real({**base, "kind": "gen", "policy": "freeze_llm", "batch": gen_batch,
+                         "new_tokens": args.new_tokens}, fresh_process)
+    section = realsize.lines(rows, gen, command, machine(), args.scale)
+    section.append(f"\nTotal wall time {time.perf_counter() - t0:.0f} s (towers built or found in {cache}).")
+    docs = Path(args.docs)
+    old = docs.read_text() if docs.exists() else "# vlm bench\n"
+    io.write_text(docs, realsize.replace_section(old, section))
+    return "\n".join(section) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m vlm.bench")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--steps", type=int, default=None, help="timed steps a row (default 8; --real-size: 2)")
     p.add_argument("--skip-flickr", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--out", default=str(ROOT / "reports" / "vlm_bench.md"))
     p.add_argument("--only", choices=["dataset-rss"], default=None, help="one figure on its own")
     p.add_argument("--worker-step", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-rss", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--real-size", action="store_true", help="random-weight real-size towers (see the module doc)")
+    p.add_argument("--scale", choices=["real", "tiny"], default="real", help="--real-size: tiny = the configs shrunk")
+    p.add_argument("--policies", default="freeze_llm,lora,full_ft", help="--real-size: comma-separated")
+    p.add_argument("--batch-sizes", default=None, help="--real-size: comma-separated (default 1,2 on CPU, 8,24 on a GPU)")
+    p.add_argument("--new-tokens", type=int, default=200, help="--real-size: generated tokens (0: no generation row)")
+    p.add_argument("--gen-batch", type=int, default=None, help="--real-size: generation batch (default 2 CPU, 8 GPU)")
+    p.add_argument("--grad-ckpt", action="store_true", help="--real-size: model.gradient_checkpointing=true")
+    p.add_argument("--docs", default=str(ROOT / "docs" / "bench" / "vlm.md"), help="--real-size: file whose section is replaced")
+    p.add_argument("--cache-dir", default=None, help="--real-size: where the towers are saved (default .cache)")
+    p.add_argument("--worker-real", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker_step:
-        print(json.dumps(_worker_step(args.worker_step, args.steps)))
+        print(json.dumps(_worker_step(args.worker_step, args.steps or 8)))
         return 0
     if args.worker_rss:
         print(json.dumps(_worker_rss(args.worker_rss)))
+        return 0
+    if args.worker_real:
+        print(json.dumps(_worker_real(json.loads(args.worker_real))))
+        return 0
+    if args.real_size:
+        print(real_size(args, f"python -m vlm.bench {' '.join(argv or sys.argv[1:])}"))
         return 0
     if args.only == "dataset-rss":
         text = "\n".join(rss_lines(dataset_rss(), f"python -m vlm.bench {' '.join(argv or sys.argv[1:])}")) + "\n"
@@ -287,7 +377,7 @@ def main(argv=None) -> int:
         print(text)
         return 0
     t0 = time.time()
-    steps = step_costs(args.steps)
+    steps = step_costs(args.steps or 8)
     kv = kv_cache_speed()
     acc = [] if args.skip_accuracy else accuracy_rows(args.epochs, args.skip_flickr)
     f, s = steps["freeze_llm"], steps["full_ft"]
