@@ -52,7 +52,7 @@ class ImageConfig:
     proj_dim: int | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
-    interpolation: str | None = None  # bicubic | bilinear | nearest
+    interpolation: str | None = None  # bicubic | bilinear
 
 
 @dataclass

@@ -48,6 +48,7 @@ TINY_CONFIGS = {
     },
 }
 SCHEMES = "an open_clip name, hf-hub:<org>/<name>, local-dir:<folder> or timm:<name>"
+INTERPOLATIONS = ("bicubic", "bilinear")  # what open_clip.image_transform resizes with
 _registered = False
 
 
@@ -164,6 +165,9 @@ class ImageTower(nn.Module):
             raise ConfigError(f"model.image.arch: expected {SCHEMES}, got {arch!r}")
         force = {k: tuple(v) if isinstance(v, list | tuple) else v
                  for k, v in (("mean", mean), ("std", std), ("interpolation", interpolation)) if v is not None}
+        if interpolation is not None and interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"model.image.interpolation: expected {'|'.join(INTERPOLATIONS)} or null (the model's "
+                              f"own), got {interpolation!r}")
         for key in ("mean", "std"):
             if key in force and len(force[key]) != 3:
                 raise ConfigError(f"model.image.{key}: expected 3 values (R, G, B), got {list(force[key])}")
@@ -195,6 +199,10 @@ class ImageTower(nn.Module):
         self.mean = tuple(float(x) for x in pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
         self.std = tuple(float(x) for x in pp.get("std", open_clip.OPENAI_DATASET_STD))
         self.interpolation = str(pp.get("interpolation") or "bicubic")
+        if self.interpolation not in INTERPOLATIONS:  # e.g. a timm model trained with 'nearest'
+            log.warning("model.image.arch=%s: interpolation %r is not one open_clip's transforms do; using bicubic "
+                        "(set model.image.interpolation to choose)", arch, self.interpolation)
+            self.interpolation = "bicubic"
         self.resize_mode = str(pp.get("resize_mode") or "shortest")
         self.arch = arch
         self.proj = nn.Linear(width, proj_dim, bias=False) if proj_dim else nn.Identity()

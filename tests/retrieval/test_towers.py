@@ -62,6 +62,8 @@ def test_config_keys_override_the_models_own_preprocessing(clip_dir):
     assert tower.mean == (0.1, 0.2, 0.3) and tower.std == (0.3, 0.2, 0.1) and tower.interpolation == "bicubic"
     with pytest.raises(ConfigError, match=r"^model\.image\.mean: expected 3 values"):
         ImageTower(arch=f"local-dir:{folder}", mean=[0.5])
+    with pytest.raises(ConfigError, match=r"^model\.image\.interpolation: expected bicubic\|bilinear or null"):
+        ImageTower(arch=f"local-dir:{folder}", interpolation="lanczos")
 
 
 def test_local_dir_without_preprocess_cfg_warns_of_the_openai_fallback(tmp_path, caplog):
