@@ -7,6 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from common.errors import ConfigError
 from vlm import policy
 from vlm.chat import prompt_ids, user_message
 
@@ -72,14 +73,25 @@ def test_greedy_generation_is_the_same_with_and_without_kv_cache(built):
     ids = prompt_ids(vlm.tokenizer, [user_message("Describe the product in the image.")], vlm.num_image_tokens)
     short = prompt_ids(vlm.tokenizer, [user_message("What product is this?")], vlm.num_image_tokens)
     px = torch.rand(3, 3, 64, 64)
+    lengths: list[int] = []  # the sequence length of every forward of the LLM's decoder
+    hook = vlm.llm.get_decoder().register_forward_pre_hook(
+        lambda m, a, kw: lengths.append(next(kw[k] for k in ("inputs_embeds", "input_ids") if kw.get(k) is not None).shape[1]),
+        with_kwargs=True)
     cached = vlm.generate(px, [ids, short, ids], max_new_tokens=12, use_cache=True)
+    cached_lengths, lengths[:] = lengths[:], []
     plain = vlm.generate(px, [ids, short, ids], max_new_tokens=12, use_cache=False)
+    hook.remove()
     assert cached == plain
+    # without the cache every step runs the whole sequence again (transformers' generate(inputs_embeds=...,
+    # use_cache=False) silently kept a cache: both paths fed one token a step and the "no cache" figure was false)
+    assert cached_lengths[1:] == [1] * (len(cached_lengths) - 1)
+    assert lengths == list(range(lengths[0], lengths[0] + len(lengths))) and len(lengths) > 1
     assert len({tuple(c) for c in cached}) > 1  # different images/prompts, different answers
     # left padding changes nothing: each prompt alone gives the same tokens as in the batch
     assert vlm.generate(px[1:2], [short], max_new_tokens=12) == [cached[1]]
-    beams = vlm.generate(px, [ids, short, ids], max_new_tokens=12, num_beams=3, use_cache=True)
-    assert beams == vlm.generate(px, [ids, short, ids], max_new_tokens=12, num_beams=3, use_cache=False)
+    assert len(vlm.generate(px, [ids, short, ids], max_new_tokens=12, num_beams=3, use_cache=True)) == 3
+    with pytest.raises(ConfigError, match="use_cache=false: only greedy decoding"):
+        vlm.generate(px[:1], [ids], max_new_tokens=12, num_beams=3, use_cache=False)
 
 
 def test_llm_and_vision_load_from_local_hf_checkpoints(built, tmp_path):

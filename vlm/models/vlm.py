@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.errors import ConfigError
 from vlm.chat import IMAGE_TOKEN
 from vlm.models.projector import build_projector
 from vlm.models.vision import VisionTower
@@ -55,6 +56,33 @@ class VLM(nn.Module):
         return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False).loss
 
     @torch.no_grad()
+    @torch.no_grad()
+    def _greedy_without_cache(self, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding that runs the whole sequence again at every step: what "without a KV cache" means.
+
+        transformers' ``generate(inputs_embeds=..., use_cache=False)`` keeps a cache anyway (it has no ids to
+        embed the prompt again from: every step after the first gets one token), so the uncached path is spelled
+        out here. It gives the cached path's tokens (tested), and its cost is the real price of no cache."""
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        min_new = int(self.llm.generation_config.min_new_tokens or 0)
+        embed_tokens = self.llm.get_input_embeddings()
+        done = torch.zeros(len(embeds), dtype=torch.bool, device=embeds.device)
+        out = []
+        for step in range(max_new_tokens):
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding, as generate() positions it
+            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                              use_cache=False).logits[:, -1].float()
+            if step < min_new and eos is not None:
+                logits[:, eos] = float("-inf")
+            tok = torch.where(done, torch.full_like(done, pad, dtype=torch.long), logits.argmax(-1))
+            out.append(tok)
+            done |= tok == eos
+            if done.all():
+                break
+            embeds = torch.cat([embeds, embed_tokens(tok)[:, None].to(embeds.dtype)], 1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        return torch.stack(out, 1)
+
     def generate(
         self,
         pixels: torch.Tensor,
@@ -79,13 +107,18 @@ class VLM(nn.Module):
         embeds = self.embed(ids, pixels)
         if seed is not None:
             torch.manual_seed(seed)
-        kwargs = dict(do_sample=do_sample, num_beams=num_beams)
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-        out = self.llm.generate(
-            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, use_cache=use_cache,
-            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=pad, **kwargs,
-        )
+        if use_cache:
+            kwargs = dict(do_sample=do_sample, num_beams=num_beams)
+            if do_sample:
+                kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+            out = self.llm.generate(
+                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, use_cache=True,
+                eos_token_id=self.tokenizer.eos_token_id, pad_token_id=pad, **kwargs,
+            )
+        else:
+            if do_sample or num_beams != 1:
+                raise ConfigError("use_cache=false: only greedy decoding (no sampling, num_beams=1) runs without the cache")
+            out = self._greedy_without_cache(embeds, mask, max_new_tokens)
         # With inputs_embeds (and no input_ids) HF returns only the new tokens.
         result = []
         for row in out.tolist():
