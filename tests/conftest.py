@@ -20,13 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
 
 
+# Files that share no trained fixture with the rest of their package (only a data cache): each is a group of its
+# own, so the other worker can take it. vlm's real-tower CLI runs are five minutes on one worker otherwise.
+OWN_GROUP = {"vlm/test_towers.py"}
+
+
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n 2 --dist loadgroup`` a package's tests share one worker (and so its session-scoped
-    trained fixtures, built once); the scale-out files, which share nothing but a cache, spread out."""
+    trained fixtures, built once); the scale-out files and :data:`OWN_GROUP`, which share nothing but a cache,
+    spread out."""
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
-        group = "/".join(parts[:2]) if parts[0] == "scale" else parts[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        own = parts[0] == "scale" or "/".join(parts[:2]) in OWN_GROUP
+        item.add_marker(pytest.mark.xdist_group("/".join(parts[:2]) if own else parts[0]))
 
 
 @pytest.fixture(scope="session")
