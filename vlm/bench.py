@@ -72,17 +72,9 @@ def _worker_step(exp: str, steps: int) -> dict:
     opt = torch.optim.AdamW([p for p in vlm.parameters() if p.requires_grad], lr=1e-4)
     batch = next(iter(dm.train_dataloader()))
     b = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-    times = []
-    for i in range(steps + 2):
-        t = time.perf_counter()
-        loss = vlm(b["input_ids"], b["attention_mask"], b["labels"], b["pixels"])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - t)
+    from vlm.realsize import timed_steps
+
+    times = timed_steps(vlm, b, opt, steps, warmup=2, device=device)
     out = {
         "ms_per_step": 1000 * sorted(times)[len(times) // 2],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

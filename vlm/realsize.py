@@ -137,6 +137,23 @@ def _batch(vlm, batch: int, device: str) -> dict[str, torch.Tensor]:
             "pixels": torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)}
 
 
+def timed_steps(vlm, b: dict, opt, steps: int, warmup: int, device: str, bf16: bool = False) -> list[float]:
+    """Seconds of each of ``steps`` training steps (forward, backward, optimizer step) after ``warmup`` untimed ones."""
+    times = []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = vlm(b["input_ids"], b["attention_mask"], b["labels"], b["pixels"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return times
+
+
 def step_row(cfg, policy: str, batch: int, steps: int) -> dict:
     """One policy x batch size: ``steps`` timed steps after one warm-up, in the calling process (run it in a fresh
     process for its own peak RSS). A row whose gradients + AdamW states cannot fit the free memory is skipped
@@ -169,18 +186,7 @@ def step_row(cfg, policy: str, batch: int, steps: int) -> dict:
     row["rss_built_mb"] = _rss_mb()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(steps + 1):
-        t = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):  # trainer=gpu: bf16-mixed
-            loss = vlm(b["input_ids"], b["attention_mask"], b["labels"], b["pixels"])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - t)
+    times = timed_steps(vlm, b, opt, steps, warmup=1, device=device, bf16=device == "cuda")  # trainer=gpu: bf16-mixed
     row["s_per_step"] = sum(times) / len(times)
     row["peak_rss_mb"] = _rss_mb()
     if device == "cuda":
