@@ -86,3 +86,14 @@ def test_unknown_brand_alias_file(tmp_path, vlm_cfg):
     (tmp_path / "aliases.json").write_text(json.dumps({"Acme": ["ACME Corp"]}))
     with pytest.raises(DataError, match=r"aliases.json: aliases given for unknown brand\(s\): Acme"):
         BrandCaptionData(cfg.data, 64, cfg.paths.cache_dir)
+
+
+def test_annotation_items_reject_a_repeated_id_at_its_second_line(tmp_path):
+    from vlm.annotation.classes import ClassDef, ClassSet
+    from vlm.annotation.dataset import read_items
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"id": 1, "image": "a.png", "brand": "Zorvik"}\n{"id": "1", "image": "a.png", "brand": "Zorvik"}\n')
+    with pytest.raises(DataError, match=r"items.jsonl:2: duplicate id '1' \(first seen on line 1\)"):
+        read_items(path, ClassSet([ClassDef("Zorvik")]))

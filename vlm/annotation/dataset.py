@@ -30,7 +30,6 @@ def read_items(path: str | Path, classes: ClassSet, label_key: str = "brand", on
     """Every record validated up front: ``file:line: problem`` for a missing id/image/label, an unknown label,
     a missing or corrupt image, a duplicate id."""
     path = Path(path)
-    seen: set[str] = set()
 
     def validate(r: dict) -> Item:
         if not isinstance(r, dict):
@@ -39,8 +38,6 @@ def read_items(path: str | Path, classes: ClassSet, label_key: str = "brand", on
         if not isinstance(rid, str | int) or isinstance(rid, bool) or str(rid) == "":
             raise ValueError("missing or empty 'id'")
         rid = str(rid)
-        if rid in seen:
-            raise ValueError(f"duplicate id {rid!r}")
         if not isinstance(r.get("image"), str) or not r["image"]:
             raise ValueError("missing 'image'")
         if label_key not in r:
@@ -49,10 +46,9 @@ def read_items(path: str | Path, classes: ClassSet, label_key: str = "brand", on
         image = Path(r["image"])
         image = image if image.is_absolute() else (path.parent / image)
         check_image(image)
-        seen.add(rid)
         return Item(rid, image.resolve(), label, r)
 
-    items = read_jsonl(path, validate, on_bad_record=on_bad_record)  # type: ignore[arg-type]
+    items = read_jsonl(path, validate, on_bad_record=on_bad_record, unique="id")  # type: ignore[arg-type]
     if not items:
         raise DataError(f"{path}: no usable records")
     return items[:limit] if limit else items
