@@ -98,8 +98,18 @@ def ensure_store(tracking_uri: str) -> None:
 
     db = Path(tracking_uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
+    # mlflow announces a new store's tables at INFO on stderr ("Creating initial MLflow database tables..."),
+    # ahead of whatever a command prints: quiet while it creates them
+    quiet = [logging.getLogger(n) for n in ("mlflow.store.db.utils", "alembic")]
+    levels = [lg.level for lg in quiet]
     with FileLock(str(db) + ".lock", timeout=600):
-        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)  # creates / migrates the tables
+        try:
+            for lg in quiet:
+                lg.setLevel(logging.WARNING)
+            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)  # creates / migrates the tables
+        finally:
+            for lg, level in zip(quiet, levels, strict=True):
+                lg.setLevel(level)
     _READY_STORES.add(tracking_uri)
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from common import report, run
+from common import report, run, tracking
 
 
 def test_report_has_one_row_per_run_with_differing_overrides(toy_cfg, mlflow_uri, monkeypatch):
@@ -39,7 +39,7 @@ def test_report_has_one_row_per_run_with_differing_overrides(toy_cfg, mlflow_uri
 
 
 def _hand_made(uri: str, experiment: str, runs: list[tuple[str, dict[str, float], dict[str, str]]]) -> list[str]:
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking.client(uri)  # the project's store set-up: a new store is created quietly, under its lock
     exp_id = client.create_experiment(experiment)
     ids = []
     for name, metrics, tags in runs:
