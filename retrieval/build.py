@@ -13,7 +13,7 @@ from retrieval.module import RetrievalModule
 from retrieval.rerank import PairDataModule, RerankerModule
 from retrieval.schemas import SCHEMAS, DataConfig
 
-__all__ = ["SCHEMAS", "build", "build_reranker", "data_config"]
+__all__ = ["SCHEMAS", "build", "build_reranker", "check_zero_shot", "data_config", "zero_shot_module"]
 
 
 def data_config(node) -> DataConfig:
@@ -39,6 +39,31 @@ def build(cfg):
         raise ConfigError("model.image: this data set has no images; set model.image=null")
     module = RetrievalModule(tower_cfg, num_classes=len(dm.labels), **m, **_optim(cfg))
     return module, dm
+
+
+def check_zero_shot(cfg) -> None:
+    """Without a checkpoint the ``model`` node must name its image tower (or drop it: ``model.image=null``)."""
+    node = cfg.get("model")
+    if node is None:
+        raise ConfigError("ckpt: give a checkpoint, or build a zero-shot tower from config (model.image.arch=...)")
+    if node.get("image") is not None and OmegaConf.is_missing(node.image, "arch"):
+        raise ConfigError("model.image.arch: required without a checkpoint (give ckpt=<file>, or name the zero-shot "
+                          "tower: an open_clip name, hf-hub:<org>/<name>, local-dir:<folder> or timm:<name>)")
+
+
+def zero_shot_module(cfg) -> RetrievalModule:
+    """The :class:`RetrievalModule` of ``cfg.model`` built untrained (no checkpoint): pretrained towers as they
+    ship, the threshold its default (``eval`` also reports the best one on the data, ``f1_oracle``)."""
+    import torch
+
+    check_zero_shot(cfg)
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    if m.get("reranker"):
+        raise ConfigError("model.reranker: a zero-shot eval scores a bi-encoder; drop the reranker node")
+    torch.manual_seed(int(cfg.get("seed", 0)))  # random parts (a tiny tower, a projection) are reproducible
+    module = RetrievalModule({"text": m["text"], "image": m["image"], "text_weight": m["text_weight"]},
+                             loss=m["loss"], temperature=m["temperature"], at_least=m["at_least"])
+    return module.eval()
 
 
 def build_reranker(cfg, r: dict):

@@ -30,21 +30,40 @@ def transforms_of(module):
     return img.transforms() if img is not None else None
 
 
+TOWERS = ("fused", "text", "image")
+
+
+def tower_dim(module, tower: str | None) -> int:
+    net = module.net
+    return net.dim if tower in (None, "fused") else getattr(net, tower).dim
+
+
 @torch.no_grad()
-def embed_catalog(module, cat, indices, batch_size: int = 128) -> dict[int, np.ndarray]:
-    """``{catalog index: embedding}`` for ``indices`` with the module's towers (progress bar)."""
-    tf = transforms_of(module)
-    text_only = tf is not None and not cat.has_images
-    if text_only:
+def embed_catalog(module, cat, indices, batch_size: int = 128, tower: str | None = None) -> dict[int, np.ndarray]:
+    """``{catalog index: embedding}`` for ``indices`` with the module's towers (progress bar); ``tower``
+    ``text`` / ``image`` embeds with that tower alone (null / ``fused``: the model's embedding)."""
+    if tower not in (None, *TOWERS):
+        raise ConfigError(f"tower: expected one of {', '.join(TOWERS)}, got {tower!r}")
+    if tower in ("text", "image") and getattr(module.net, tower) is None:
+        raise ConfigError(f"{tower}: the model has no {tower} tower")
+    tf = transforms_of(module) if tower != "text" else None
+    text_only = tower == "text" or (tower is None and tf is not None and not cat.has_images)
+    if text_only and tower is None:
         if module.net.text is None:
             raise ConfigError("ckpt: the model has only an image tower but this data set has no images")
         log.warning("the data has no images: embedding with the text tower alone")
+    if text_only:
         tf = None
     loader = DataLoader(ItemDataset(indices, ItemLoader(cat, tf[1] if tf else None)), batch_size=batch_size,
                         collate_fn=collate_items)
     out = {}
     for batch in tqdm(loader, desc="embedding", leave=False):
-        e = module.net.text(batch["title"]) if text_only else module.net(batch)
+        if text_only:
+            e = module.net.text(batch["title"])
+        elif tower == "image":
+            e = module.net.image(batch["image"])
+        else:
+            e = module.net(batch)
         for i, v in zip(batch["idx"].tolist(), e.float().numpy(), strict=True):
             out[i] = v
     return out

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
 
 @dataclass
 class SynthConfig:
@@ -41,11 +43,32 @@ class DataConfig:
 
 
 @dataclass
+class ImageConfig:
+    """A ``model.image`` tower (``retrieval.models.image``); null mean/std/interpolation/image_size: the model's own."""
+
+    arch: str = MISSING  # open_clip name (retrieval-tiny-vit) | hf-hub:<org>/<name> | local-dir:<folder> | timm:<name>
+    pretrained: str | None = None  # open_clip tag or weights file; timm: a weights file (null: random init)
+    image_size: int | None = None
+    proj_dim: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None  # bicubic | bilinear
+
+
+@dataclass
+class OpenClipTextConfig:
+    """``model.text.arch=open_clip``: the text tower of the image tower's open_clip model (same space)."""
+
+    arch: str = "open_clip"
+    proj_dim: int | None = None
+
+
+@dataclass
 class ModelConfig:
     """The ``model`` node: towers (``text``/``image``: null or their keyword arguments) and the loss."""
 
-    text: Any = None
-    image: Any = None
+    text: Any = None  # null | transformers tower options (retrieval.models.text) | open_clip ({arch: open_clip})
+    image: ImageConfig | None = None
     text_weight: float = 0.5
     loss: str = "infonce"
     temperature: float = 0.05

@@ -39,7 +39,7 @@ def load_catalog(cfg: DataConfig) -> tuple[Catalog, dict[str, str] | None]:
         # queries are side "a", gallery side "b": the DeepMatcher splits (group-wise queries vs the whole
         # gallery) and all_split (every query with a match vs the gallery) apply unchanged
         return read_query_gallery(cfg.path, cfg.gallery, cfg.on_bad_record)[0], None
-    return read_deepmatcher(cfg.path, list(cfg.fields) if cfg.fields else None, cfg.on_bad_record), None
+    return read_deepmatcher(cfg.path, list(cfg.fields) if cfg.fields else None, cfg.on_bad_record, cfg.image_dir), None
 
 
 def negatives_from_file(path: str | Path, cat: Catalog) -> dict[int, list[int]]:

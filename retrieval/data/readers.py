@@ -44,7 +44,7 @@ def _record_text(row: dict, fields: list[str] | None) -> str:
     return " ".join(str(row.get(k) or "").strip() for k in keys).strip()
 
 
-def _table(path: Path, fields: list[str] | None, on_bad_record: str) -> dict[str, dict]:
+def _table(path: Path, fields: list[str] | None, on_bad_record: str, image_dir: Path | None = None) -> dict[str, dict]:
     def validate(row: dict) -> dict:
         require_text(row.get("id"), "id")
         if fields:
@@ -53,6 +53,11 @@ def _table(path: Path, fields: list[str] | None, on_bad_record: str) -> dict[str
                 raise ValueError(f"missing field(s) {missing}")
         if not _record_text(row, fields):
             raise ValueError(f"empty text in {', '.join(fields or ['the first column after id'])}")
+        if "image" in row:  # optional photo column, relative to image_dir (default: the table's folder)
+            full = (image_dir or path.parent) / require_text(row["image"], "image")
+            if not full.is_file():
+                raise ValueError(f"missing image {full}")
+            row["image"] = str(full)
         return row
 
     rows = read_csv(path, required=["id"], validate=validate, on_bad_record=on_bad_record, unique="id")
@@ -66,7 +71,7 @@ def text_field(folder: Path) -> list[str]:
     for cand in ("name", "title"):
         if cand in header:
             return [cand]
-    return [h for h in header if h != "id"][:1]
+    return [h for h in header if h not in ("id", "image")][:1]
 
 
 def _known_ids(a: str, b: str, known: tuple[set, set] | None) -> tuple[str, str]:
@@ -113,9 +118,11 @@ def read_pairs(path: Path, on_bad_record: str = "error", known: tuple[set, set] 
     return read_csv(path, required=[a, b, "label"], validate=validate, on_bad_record=on_bad_record)
 
 
-def read_deepmatcher(folder: str | Path, fields: list[str] | None = None, on_bad_record: str = "error") -> Catalog:
+def read_deepmatcher(folder: str | Path, fields: list[str] | None = None, on_bad_record: str = "error",
+                     image_dir: str | Path | None = None) -> Catalog:
     """``tableA.csv``, ``tableB.csv`` and matches as a catalog; ids ``a:<id>`` / ``b:<id>``; each match is a
-    group (connected components when a record matches several), unmatched records are singletons."""
+    group (connected components when a record matches several), unmatched records are singletons. A table's
+    optional ``image`` column names each record's photo (relative to ``image_dir``, default the folder)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such DeepMatcher folder (expected tableA.csv, tableB.csv, matches.csv)")
@@ -124,8 +131,9 @@ def read_deepmatcher(folder: str | Path, fields: list[str] | None = None, on_bad
             raise DataError(f"{folder / table}: no such file (a DeepMatcher folder holds tableA.csv, tableB.csv and matches)")
         check_utf8(folder / table)  # text_field reads tableA's header through a decoder that reads ahead
     fields = fields or text_field(folder)
-    ta = _table(folder / "tableA.csv", fields, on_bad_record)
-    tb = _table(folder / "tableB.csv", fields, on_bad_record)
+    image_dir = Path(image_dir) if image_dir else None
+    ta = _table(folder / "tableA.csv", fields, on_bad_record, image_dir)
+    tb = _table(folder / "tableB.csv", fields, on_bad_record, image_dir)
     parent: dict[str, str] = {}
 
     def find(x):
@@ -137,7 +145,7 @@ def read_deepmatcher(folder: str | Path, fields: list[str] | None = None, on_bad
         ra, rb = find(f"a:{a}"), find(f"b:{b}")
         if ra != rb:
             parent[ra] = rb
-    ids, titles, groups, side = [], [], [], []
+    ids, titles, groups, side, images = [], [], [], [], []
     for s, table in (("a", ta), ("b", tb)):
         for rid, row in table.items():
             pid = f"{s}:{rid}"
@@ -145,7 +153,8 @@ def read_deepmatcher(folder: str | Path, fields: list[str] | None = None, on_bad
             titles.append(_record_text(row, fields))
             groups.append(find(pid))
             side.append(s)
-    return Catalog(ids, titles, groups, [None] * len(ids), side)
+            images.append(row.get("image"))
+    return Catalog(ids, titles, groups, images, side)
 
 
 def read_query_gallery(queries: str | Path, gallery: str | Path, on_bad_record: str = "error") -> tuple[Catalog, Split]:

@@ -15,15 +15,40 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import ConfigError
-from retrieval.models.image import ImageTower
-from retrieval.models.text import TextTower
+from retrieval.models.image import SCHEMES, ImageTower
+from retrieval.models.text import OpenClipTextTower, TextTower
+from retrieval.schemas import ImageConfig, OpenClipTextConfig
+
+
+def _known_keys(node: dict, schema, key: str) -> dict:
+    if not isinstance(node, dict):
+        raise ConfigError(f"{key}: expected a mapping of tower options or null, got {node!r}")
+    allowed = list(schema.__dataclass_fields__)
+    for k in node:
+        if k not in allowed:
+            raise ConfigError(f"{key}.{k}: unknown key (expected one of {', '.join(allowed)})")
+    return node
 
 
 class MatchModel(nn.Module):
     def __init__(self, text: dict | None = None, image: dict | None = None, text_weight: float = 0.5):
         super().__init__()
-        self.text = TextTower(**text) if text is not None else None
-        self.image = ImageTower(**image) if image is not None else None
+        open_clip_text = text == "open_clip" or (isinstance(text, dict) and text.get("arch") == "open_clip")
+        if open_clip_text:
+            text = _known_keys({"arch": "open_clip"} if text == "open_clip" else text, OpenClipTextConfig, "model.text")
+            if image is None:
+                raise ConfigError("model.text.arch=open_clip: the text tower of the image tower's open_clip model "
+                                  "needs model.image (its arch names the model)")
+        self.image = None
+        if image is not None:
+            if _known_keys(image, ImageConfig, "model.image").get("arch") in (None, "???"):
+                raise ConfigError(f"model.image.arch: required for an image tower ({SCHEMES}; null: no image tower)")
+            self.image = ImageTower(**image, keep_text=open_clip_text)
+        if open_clip_text:
+            clip, self.image.clip_text = self.image.clip_text, None
+            self.text = OpenClipTextTower(clip, self.image.arch, self.image.width, text.get("proj_dim"))
+        else:
+            self.text = TextTower(**text) if text is not None else None
         if self.text is None and self.image is None:
             raise ConfigError("model: needs a text tower, an image tower or both")
         self.text_weight = text_weight if (self.text is not None and self.image is not None) else (1.0 if self.text is not None else 0.0)

@@ -64,3 +64,26 @@ class TextTower(nn.Module):
         else:  # last non-padding token (right padding)
             e = h[torch.arange(h.shape[0], device=dev), mask.sum(1) - 1]
         return F.normalize(self.proj(e), dim=-1)
+
+
+class OpenClipTextTower(nn.Module):
+    """The text tower of an open_clip model (CLIP / SigLIP ``encode_text`` and its own tokenizer): its
+    embeddings live in the image tower's space, so text -> image and image -> image search share one index."""
+
+    def __init__(self, clip: nn.Module, arch: str, dim: int, proj_dim: int | None = None):
+        super().__init__()
+        import open_clip
+
+        try:
+            self.tokenizer = open_clip.get_tokenizer(arch)
+        except Exception as e:  # an HF tokenizer named by the config that is not on this machine
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ConfigError(f"model.text.arch=open_clip: cannot load the tokenizer of {arch} ({first})") from None
+        self.clip = clip
+        self.proj = nn.Linear(dim, proj_dim, bias=False) if proj_dim else nn.Identity()
+        self.dim = proj_dim or dim
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        dev = next(self.parameters()).device
+        tokens = self.tokenizer(list(texts)).to(dev)
+        return F.normalize(self.proj(self.clip.encode_text(tokens)), dim=-1)

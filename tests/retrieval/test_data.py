@@ -224,3 +224,18 @@ def test_unique_group_sampler_len_matches_iteration(groups, anchors, batch_size,
             assert len({len(b) for b in step}) == 1  # equal shapes across ranks
             together = [k for b in step for k in b]
             assert len({groups[anchors[k]] for k in together}) == len(together)  # no two anchors share a group
+
+
+def test_deepmatcher_image_column_names_each_records_photo(tmp_path):
+    d = _deepmatcher(tmp_path)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(d / "p.png")
+    (d / "tableA.csv").write_text("id,image,name\n0,p.png,Sony Turntable PSLX350H\n1,p.png,Bose Speaker AM53\n2,p.png,LG\n")
+    (d / "tableB.csv").write_text("id,image,name\n10,p.png,Sony PS-LX350H\n11,p.png,Bose AM5\n12,p.png,Panasonic\n")
+    cat = read_deepmatcher(d)
+    assert cat.has_images and cat.images[0] == str(d / "p.png")
+    assert cat.titles[0] == "Sony Turntable PSLX350H"  # the text column is still the name, not the photo
+    (d / "tableB.csv").write_text("id,image,name\n10,p.png,Sony PS-LX350H\n11,gone.png,Bose AM5\n12,p.png,Panasonic\n")
+    with pytest.raises(DataError, match=r"tableB\.csv:3: missing image .*gone\.png"):
+        read_deepmatcher(d)
