@@ -53,6 +53,7 @@ class ImageConfig:
     mean: list[float] | None = None
     std: list[float] | None = None
     interpolation: str | None = None  # bicubic | bilinear
+    augment: bool = True  # training images get a random resized crop (scale 0.7-1); false: the eval transform
 
 
 @dataclass

@@ -54,17 +54,18 @@ _registered = False
 
 def register_tiny() -> None:
     """Register the tiny configs through open_clip's public ``add_model_config`` (one JSON file each, in a
-    private temp folder: the name is the file's stem)."""
+    temp folder removed once read: the name is the file's stem)."""
     global _registered
     import open_clip
 
     if _registered or all(n in open_clip.list_models() for n in TINY_CONFIGS):
         _registered = True
         return
-    folder = Path(tempfile.mkdtemp(prefix="retrieval-open-clip-configs-"))
-    for name, cfg in TINY_CONFIGS.items():
-        (folder / f"{name}.json").write_text(json.dumps(cfg), encoding="utf-8")
-    open_clip.add_model_config(folder)
+    with tempfile.TemporaryDirectory(prefix="retrieval-open-clip-configs-") as tmp:
+        folder = Path(tmp)
+        for name, cfg in TINY_CONFIGS.items():
+            (folder / f"{name}.json").write_text(json.dumps(cfg), encoding="utf-8")
+        open_clip.add_model_config(folder)  # reads the files now; later rescans keep what it read
     _registered = True
 
 
@@ -157,7 +158,8 @@ class ImageTower(nn.Module):
     def __init__(self, arch: str, pretrained: str | None = ImageConfig.pretrained,
                  image_size: int | None = ImageConfig.image_size, proj_dim: int | None = ImageConfig.proj_dim,
                  mean: list[float] | None = ImageConfig.mean, std: list[float] | None = ImageConfig.std,
-                 interpolation: str | None = ImageConfig.interpolation, keep_text: bool = False):
+                 interpolation: str | None = ImageConfig.interpolation, augment: bool = ImageConfig.augment,
+                 keep_text: bool = False):
         super().__init__()
         import open_clip
 
@@ -204,19 +206,21 @@ class ImageTower(nn.Module):
                         "(set model.image.interpolation to choose)", arch, self.interpolation)
             self.interpolation = "bicubic"
         self.resize_mode = str(pp.get("resize_mode") or "shortest")
-        self.arch = arch
+        self.arch, self.augment = arch, bool(augment)
         self.proj = nn.Linear(width, proj_dim, bias=False) if proj_dim else nn.Identity()
         self.dim = proj_dim or width
         self.width = width
 
     def transforms(self) -> tuple:
-        """``(train, eval)`` torchvision transforms matching the tower's size, normalisation and interpolation."""
+        """``(train, eval)`` torchvision transforms matching the tower's size, normalisation and interpolation
+        (``augment=False``: training sees the eval transform, no random crop)."""
         import open_clip
 
-        aug = {"scale": (0.7, 1.0)}
         kw = {"mean": self.mean, "std": self.std, "interpolation": self.interpolation, "resize_mode": self.resize_mode}
-        return (open_clip.image_transform(self.image_size, True, aug_cfg=aug, **kw),
-                open_clip.image_transform(self.image_size, False, **kw))
+        test = open_clip.image_transform(self.image_size, False, **kw)
+        if not self.augment:
+            return test, test
+        return open_clip.image_transform(self.image_size, True, aug_cfg={"scale": (0.7, 1.0)}, **kw), test
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.proj(self.visual(images)), dim=-1)

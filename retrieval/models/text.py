@@ -23,7 +23,8 @@ def minilm_path() -> str:
 class TextTower(nn.Module):
     def __init__(self, name_or_path: str | None = None, tokenizer: str | None = None, pooling: str = "mean",
                  max_length: int = 32, hidden_size: int = 96, num_layers: int = 2, num_heads: int = 4,
-                 intermediate_size: int = 192, proj_dim: int | None = None, trust_remote_code: bool = False):
+                 intermediate_size: int = 192, proj_dim: int | None = None, trust_remote_code: bool = False,
+                 dropout: float | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
@@ -36,15 +37,19 @@ class TextTower(nn.Module):
             self.tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust_remote_code)
         except OSError as e:
             raise ConfigError(f"model.text.tokenizer: cannot load a tokenizer from {tok_path} ({e})") from None
+        # dropout: null keeps the model's own hidden/attention dropout; a number replaces both (0: deterministic)
+        drop = {} if dropout is None else {"hidden_dropout_prob": float(dropout), "attention_probs_dropout_prob": float(dropout)}
+        if dropout is not None and not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"model.text.dropout: expected a probability in [0, 1), got {dropout!r}")
         if name_or_path:
             try:
-                self.encoder = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+                self.encoder = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **drop)
             except OSError as e:
                 raise ConfigError(f"model.text.name_or_path: cannot load {name_or_path} ({e})") from None
         else:
             cfg = BertConfig(vocab_size=len(self.tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
                              num_attention_heads=num_heads, intermediate_size=intermediate_size,
-                             max_position_embeddings=max(64, max_length))
+                             max_position_embeddings=max(64, max_length), **drop)
             self.encoder = BertModel(cfg, add_pooling_layer=False)
         self.pooling, self.max_length = pooling, max_length
         width = self.encoder.config.hidden_size

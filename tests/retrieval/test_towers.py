@@ -264,3 +264,25 @@ def test_eval_without_checkpoint_or_arch_says_what_to_give(tmp_path):
     r, _ = _eval(tmp_path, *_query_gallery(tmp_path))
     assert r.returncode == 2, r.stderr[-2000:]
     assert "error: model.image.arch: required without a checkpoint" in r.stderr
+
+
+def test_augment_false_trains_on_the_eval_transform():
+    from torchvision.transforms import RandomResizedCrop
+
+    def crops(tf):
+        return [t for t in tf.transforms if isinstance(t, RandomResizedCrop)]
+
+    train, test = ImageTower("retrieval-tiny-vit").transforms()
+    assert crops(train) and not crops(test)
+    train, test = ImageTower("retrieval-tiny-vit", augment=False).transforms()
+    assert train is test and not crops(train)
+
+
+def test_text_dropout_replaces_the_encoders_own():
+    from retrieval.models.text import TextTower
+
+    assert TextTower(num_layers=1).encoder.config.hidden_dropout_prob == 0.1
+    cfg = TextTower(num_layers=1, dropout=0.0).encoder.config
+    assert (cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob) == (0.0, 0.0)
+    with pytest.raises(ConfigError, match=r"model.text.dropout: expected a probability in \[0, 1\), got 1.5"):
+        TextTower(num_layers=1, dropout=1.5)
