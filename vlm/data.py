@@ -1,9 +1,12 @@
 """Brand-caption data: validated records, the synthetic set, datasets and the LightningDataModule.
 
-Record formats (JSONL, one object a line; ``image`` relative to ``data.image_root`` or the file's folder):
+Record formats (JSONL, one object a line, or a LLaVA ``.json`` array of the same objects; ``image`` relative to
+``data.image_root`` or the file's folder):
 * ``{id, image, brand|null, caption, kind?, prompt?, bbox?, desc?}``
 * LLaVA style ``{id, image, brand?, conversations: [{from: human, value: "<image>\\n..."}, {from: gpt, value}]}``
 
+Readers that do not need a caption (``need_caption=False``: evaluation, generation) take records without
+one; training needs it (``file:line: record needs 'caption' or 'conversations'``).
 ``kind`` is ``logo`` / ``none`` / ``none_brand`` (default: ``none`` when brand is null, else ``logo``).
 Every record is checked on reading (image present, its header sound and its size under
 ``data.max_image_pixels``, an assistant turn, caption survives cleaning) and a bad one fails as
@@ -54,13 +57,14 @@ class Record:
     size: tuple[int, int] | None = field(default=None, repr=False)  # (width, height) from the header
 
     @property
-    def caption(self) -> str:
-        return next(m["content"] for m in reversed(self.messages) if m["role"] == "assistant")
+    def caption(self) -> str | None:
+        """The last assistant turn; None for a record read without one (``need_caption=False``)."""
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "assistant"), None)
 
     @property
     def prompt_messages(self) -> list[dict]:
         """The conversation up to (not including) its first assistant turn."""
-        i = next(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
+        i = next((i for i, m in enumerate(self.messages) if m["role"] == "assistant"), len(self.messages))
         return self.messages[:i]
 
 
@@ -69,7 +73,47 @@ def prepare_image(path: str | Path, size: int, bbox=None, crop: bool = False, ma
     return load_tiles(path, size, 1, 1, bbox, crop, margin)[0]
 
 
-def _messages(raw: dict, prompt: str, clean) -> list[dict]:
+def read_json_records(path: str | Path, validate=lambda r: r, on_bad_record: str = "error", unique: str | None = None, bad=None) -> list:
+    """Records of a JSONL file or of a JSON array (LLaVA's ``.json``), each through ``validate``; errors name
+    ``file:line`` either way (an array element's line is where it starts)."""
+    import json
+
+    from common.data.records import BadRecords, _collect, _open, check_on_bad_record
+
+    path = Path(path)
+    with _open(path) as f:
+        text = f.read()
+    if not text.lstrip().startswith("["):
+        return read_jsonl(path, validate, on_bad_record=on_bad_record, unique=unique, bad=bad)
+    check_on_bad_record(on_bad_record)
+    dec = json.JSONDecoder()
+
+    def rows():
+        i = text.index("[") + 1
+        while True:
+            while i < len(text) and text[i] in " \t\r\n,":
+                i += 1
+            if i >= len(text):
+                yield text.count("\n", 0, i) + 1, ValueError("invalid JSON (the array is not closed with ']')")
+                return
+            if text[i] == "]":
+                return
+            line = text.count("\n", 0, i) + 1
+            try:
+                obj, i = dec.raw_decode(text, i)
+            except json.JSONDecodeError as e:
+                yield e.lineno, ValueError(f"invalid JSON ({e.msg} at column {e.colno})")
+                return
+            yield line, obj if isinstance(obj, dict) else ValueError(f"expected a JSON object, got {type(obj).__name__}")
+
+    bad = bad if bad is not None else BadRecords()
+    records = _collect(rows(), path, validate, on_bad_record, bad, unique)
+    if not records and not bad.count:
+        raise DataError(f"{path}: no records")
+    return records
+
+
+def _messages(raw: dict, prompt: str, clean, need_caption: bool = True) -> list[dict]:
     if "conversations" in raw:
         conv = raw["conversations"]
         if not isinstance(conv, list) or not conv:
@@ -82,13 +126,15 @@ def _messages(raw: dict, prompt: str, clean) -> list[dict]:
             if role is None:
                 raise ValueError(f"unknown conversation role {turn.get('from', turn.get('role'))!r}")
             msgs.append({"role": role, "content": require_text(turn.get("value", turn.get("content")), "value")})
-        if not any(m["role"] == "assistant" for m in msgs):
+        if need_caption and not any(m["role"] == "assistant" for m in msgs):
             raise ValueError("conversation has no assistant (gpt) turn")
-    elif "caption" in raw:
+    elif "caption" in raw and (need_caption or raw["caption"] is not None):
         msgs = [{"role": "user", "content": require_text(raw.get("prompt") or prompt, "prompt")},
                 {"role": "assistant", "content": require_text(raw["caption"], "caption")}]
+    elif not need_caption:
+        msgs = [{"role": "user", "content": require_text(raw.get("prompt") or prompt, "prompt")}]
     else:
-        raise ValueError("record needs 'caption' or 'conversations'")
+        raise ValueError("record needs 'caption' or 'conversations' (training needs a caption on every record)")
     first_user = next((m for m in msgs if m["role"] == "user"), None)
     if first_user is None:
         raise ValueError("conversation has no user turn")
@@ -103,8 +149,10 @@ def _messages(raw: dict, prompt: str, clean) -> list[dict]:
     return msgs
 
 
-def read_records(path: str | Path, image_root: str | Path | None, cfg, image_size: int | None = None) -> list[Record]:
-    """Validated records; images are header-checked here, not decoded (``image_size`` is not needed)."""
+def read_records(path: str | Path, image_root: str | Path | None, cfg, image_size: int | None = None,
+                 need_caption: bool = True) -> list[Record]:
+    """Validated records (JSONL or a LLaVA JSON array); images are header-checked here, not decoded
+    (``image_size`` is not needed). ``need_caption=False`` accepts records without a caption."""
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
     clean = clean_with(cfg.clean)
@@ -122,14 +170,14 @@ def read_records(path: str | Path, image_root: str | Path | None, cfg, image_siz
             raise ValueError(f"unknown kind {kind!r} (logo, none, none_brand)")
         if (kind == "none") != (brand is None):
             raise ValueError(f"kind {kind!r} with brand {brand!r}: 'none' has no brand, the others need one")
-        msgs = _messages(raw, cfg.prompt, clean)
+        msgs = _messages(raw, cfg.prompt, clean, need_caption)
         img_path = Path(image) if Path(image).is_absolute() else root / image
         bbox = raw.get("bbox")
         size = header(img_path, int(cfg.max_image_pixels))
         desc = raw.get("desc")
         return Record(rid, str(img_path), brand, kind, msgs, bbox, desc if isinstance(desc, str) else None, size)
 
-    return read_jsonl(path, validate, on_bad_record=cfg.on_bad_record, unique="id")
+    return read_json_records(path, validate, on_bad_record=cfg.on_bad_record, unique="id")
 
 
 def facts(rec: Record) -> str:
