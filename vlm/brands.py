@@ -78,7 +78,7 @@ def load_brand_aliases(aliases: Mapping[str, Sequence[str]] | None, aliases_file
 # ---------------------------------------------------------------------------------------------- statistics
 def brand_counts(path: str | Path) -> tuple[Counter, int]:
     """``(records per brand, records without a brand)`` of a record file (JSONL or LLaVA JSON array)."""
-    from vlm.data import read_json_records
+    from common.data.records import read_json_records
 
     rows = read_json_records(path)
     counts = Counter(str(r["brand"]) for r in rows if r.get("brand") not in (None, ""))

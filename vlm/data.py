@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from common.data.fingerprint import fingerprint
-from common.data.records import read_jsonl, require_text
+from common.data.records import read_json_records, require_text
 from common.data.splits import stratified_split
 from common.errors import ConfigError, DataError
 from common.metrics.brand import BrandMatcher, load_aliases
@@ -71,46 +71,6 @@ class Record:
 def prepare_image(path: str | Path, size: int, bbox=None, crop: bool = False, margin: float = 0.1) -> np.ndarray:
     """``uint8 [3, size, size]``; with ``crop`` the product box (plus margin) or else the central 80%."""
     return load_tiles(path, size, 1, 1, bbox, crop, margin)[0]
-
-
-def read_json_records(path: str | Path, validate=lambda r: r, on_bad_record: str = "error", unique: str | None = None, bad=None) -> list:
-    """Records of a JSONL file or of a JSON array (LLaVA's ``.json``), each through ``validate``; errors name
-    ``file:line`` either way (an array element's line is where it starts)."""
-    import json
-
-    from common.data.records import BadRecords, _collect, _open, check_on_bad_record
-
-    path = Path(path)
-    with _open(path) as f:
-        text = f.read()
-    if not text.lstrip().startswith("["):
-        return read_jsonl(path, validate, on_bad_record=on_bad_record, unique=unique, bad=bad)
-    check_on_bad_record(on_bad_record)
-    dec = json.JSONDecoder()
-
-    def rows():
-        i = text.index("[") + 1
-        while True:
-            while i < len(text) and text[i] in " \t\r\n,":
-                i += 1
-            if i >= len(text):
-                yield text.count("\n", 0, i) + 1, ValueError("invalid JSON (the array is not closed with ']')")
-                return
-            if text[i] == "]":
-                return
-            line = text.count("\n", 0, i) + 1
-            try:
-                obj, i = dec.raw_decode(text, i)
-            except json.JSONDecodeError as e:
-                yield e.lineno, ValueError(f"invalid JSON ({e.msg} at column {e.colno})")
-                return
-            yield line, obj if isinstance(obj, dict) else ValueError(f"expected a JSON object, got {type(obj).__name__}")
-
-    bad = bad if bad is not None else BadRecords()
-    records = _collect(rows(), path, validate, on_bad_record, bad, unique)
-    if not records and not bad.count:
-        raise DataError(f"{path}: no records")
-    return records
 
 
 def _messages(raw: dict, prompt: str, clean, need_caption: bool = True) -> list[dict]:

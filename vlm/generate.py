@@ -56,7 +56,7 @@ def _records(args) -> list[dict]:
                 out[k] = raw[k]
         return out
 
-    from vlm.data import read_json_records
+    from common.data.records import read_json_records
 
     return read_json_records(path, validate)  # JSONL or a LLaVA .json array; no caption needed
 

@@ -47,7 +47,7 @@ def read_items(path: str | Path, classes: ClassSet, label_key: str = "brand", on
         check_image(image)
         return Item(rid, image.resolve(), label, r)
 
-    from vlm.data import read_json_records
+    from common.data.records import read_json_records
 
     items = read_json_records(path, validate, on_bad_record=on_bad_record, unique="id")  # JSONL or a LLaVA .json array
     if not items:
@@ -90,7 +90,7 @@ def read_caption_items(path: str | Path, brand_key: str = "brand", fields: tuple
                        on_bad_record: str = "error", limit: int | None = None) -> list[CaptionItem]:
     """``vlm.ingest``'s records (JSONL or a LLaVA JSON array): id and image required, the brand and the text
     fields optional, no caption needed; ``file:line: problem`` for a bad one, a duplicate id included."""
-    from vlm.data import read_json_records
+    from common.data.records import read_json_records
 
     path = Path(path)
 
