@@ -136,7 +136,12 @@ class Fetcher:
             except requests.exceptions.RetryError as e:  # retried statuses to the end
                 raise Rejected("http_retries_exhausted", str(e.args[0].reason if e.args and hasattr(e.args[0], "reason") else e)[:200]) from None
             except requests.exceptions.RequestException as e:
-                raise Rejected("unreachable", f"{url} ({type(e).__name__})") from None
+                import urllib3
+
+                cause = getattr(e.args[0], "reason", None) if e.args else None  # urllib3's MaxRetryError says why
+                if isinstance(cause, urllib3.exceptions.TimeoutError):
+                    raise Rejected("timeout", url) from None
+                raise Rejected("unreachable", f"{url} ({type(cause or e).__name__})") from None
 
     # ---------------------------------------------------------------------------------- local
     def local_path(self, source: str) -> Path | None:
