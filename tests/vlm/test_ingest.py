@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
-from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
@@ -19,7 +18,8 @@ from PIL import Image
 from common.data.records import read_json_records
 from common.errors import ConfigError, DataError
 from vlm.annotation.prompts import CaptionPrompt
-from vlm.brands import BrandNames, brand_stats, main as brands_main
+from vlm.brands import BrandNames, brand_stats
+from vlm.brands import main as brands_main
 from vlm.caption_clean import CleanSettings, Tokens, clean_tokens
 from vlm.data import read_records
 from vlm.ingestion.fetch import Fetcher, ImageCache, Rejected
