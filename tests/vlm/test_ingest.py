@@ -190,3 +190,45 @@ def test_fetcher_over_http_and_files(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: f.fetch(f"{host.url}/many{i}.png"), range(12)))
     assert host.peak == 2
+
+
+def _ingest_cfg(tmp_path, *overrides):
+    from common.compose import compose_run, conf_dir
+
+    return compose_run(conf_dir("vlm"), [f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}",
+                                         "progress=false", "fetch.retries=0", *overrides], tmp_path / "run", name="ingest")
+
+
+def test_ingest_bad_tables_fail_with_the_key_or_the_line(tmp_path):
+    from vlm.ingestion.runner import run
+
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    (tmp_path / "t.csv").write_text("sku,picture,brand\n1,a.png,Acme\n2,,Acme\n1,a.png,Bolt\n")
+    with pytest.raises(ConfigError, match=r"columns.image: no column 'image' in .*t\.csv \(columns: sku, picture, brand\)"):
+        run(_ingest_cfg(tmp_path, f"table={tmp_path / 't.csv'}", "columns.id=sku"))
+    with pytest.raises(DataError, match=r"t\.csv:3: empty 'picture' \(on_bad_record=skip lists it in rejects.jsonl instead\)"):
+        run(_ingest_cfg(tmp_path, f"table={tmp_path / 't.csv'}", "columns.id=sku", "columns.image=picture"))
+    rep = run(_ingest_cfg(tmp_path, f"table={tmp_path / 't.csv'}", "columns.id=sku", "columns.image=picture", "on_bad_record=skip"))
+    assert (rep["rows"], rep["records"], rep["reasons"]) == (3, 1, {"no_image": 1, "duplicate_id": 1})
+    rejects = [json.loads(x) for x in (tmp_path / "logs" / "vlm.ingest" / "default" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["where"].rsplit(":", 1)[1], r["reason"]) for r in rejects] == [("3", "no_image"), ("4", "duplicate_id")]
+    assert "first seen at" in rejects[1]["detail"] and rejects[1]["detail"].endswith("t.csv:2)")
+    with pytest.raises(ConfigError, match=r"table: .*t\.xlsx: cannot tell the format from '\.xlsx'"):
+        (tmp_path / "t.xlsx").write_text("")
+        run(_ingest_cfg(tmp_path, f"table={tmp_path / 't.xlsx'}"))
+    with pytest.raises(ConfigError, match=r"fetch.per_host: expected >= 1, got 0"):
+        run(_ingest_cfg(tmp_path, f"table={tmp_path / 't.csv'}", "fetch.per_host=0"))
+
+
+def test_the_class_workflow_reads_llava_json_too(tmp_path):
+    from vlm.annotation.classes import load_classes
+    from vlm.annotation.dataset import read_caption_items, read_items
+
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    recs = [{"id": "x", "image": "a.png", "brand": "Acme", "conversations": [{"from": "human", "value": "<image>\nhi"}]},
+            {"id": "y", "image": "a.png", "brand": None}]
+    (tmp_path / "items.json").write_text(json.dumps(recs, indent=1))
+    items = read_items(tmp_path / "items.json", load_classes(["Acme", {"name": "none", "none": True}]))
+    assert [(i.id, i.label) for i in items] == [("x", "Acme"), ("y", "none")]
+    caps = read_caption_items(tmp_path / "items.json")
+    assert [(c.id, c.brand, c.fields) for c in caps] == [("x", "Acme", {}), ("y", None, {})]
