@@ -232,3 +232,34 @@ def test_the_class_workflow_reads_llava_json_too(tmp_path):
     assert [(i.id, i.label) for i in items] == [("x", "Acme"), ("y", "none")]
     caps = read_caption_items(tmp_path / "items.json")
     assert [(c.id, c.brand, c.fields) for c in caps] == [("x", "Acme", {}), ("y", None, {})]
+
+
+def test_token_limits_with_a_tokenizer_folder(tmp_path):
+    """``captions.tokenizer=<folder>``: counted and cut by a real Hugging Face tokenizer's offsets."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", "a", "red", "bag", "by", "acme", "."])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    tokens = Tokens(str(tmp_path / "tok"))
+    assert tokens.count("a red bag by acme. a red bag.") == 10
+    assert clean_tokens("a red bag by acme. a red bag.", CleanSettings(), 8, tokens) == ("a red bag by acme.", ["truncated"])
+    with pytest.raises(ConfigError, match=r"captions.tokenizer: '/nonexistent' is neither 'words' nor a tokenizer folder"):
+        Tokens("/nonexistent")
+
+
+def test_captions_preset_config_errors(tmp_path):
+    from common.compose import compose_run, conf_dir
+    from vlm.annotation.captions import run_captions
+
+    def cfg(*o):
+        return compose_run(conf_dir("vlm"), [f"paths.log_dir={tmp_path}", "+annotate=captions", *o], tmp_path / "run", name="annotate")
+
+    with pytest.raises(ConfigError, match=r"data.path: required for \+annotate=captions"):
+        run_captions(cfg())
+    with pytest.raises(ConfigError, match=r"captions.prompt: unknown field\(s\) \{classes\}"):
+        run_captions(cfg("captions.prompt='{classes}'"))
+    with pytest.raises(ConfigError, match=r"captions.min_brand_samples: expected >= 1, got 0"):
+        run_captions(cfg("captions.min_brand_samples=0"))

@@ -103,6 +103,7 @@ def run_captions(cfg) -> dict:
         "name": cfg.name, "model": client.model, "base_url": client.base_url, "generation": gen, "items": len(items),
         "kept": len(train), "dropped": {k: dropped.get(k, 0) for k in REASONS},
         "truncated": sum("truncated" in r["clean_flags"] for r in rows), "fragment_cut": sum("fragment" in r["clean_flags"] for r in rows),
+        "hit_max_tokens": sum(r["finish_reason"] == "length" for r in rows),  # the teacher stopped at generation.max_tokens
         "limits": {"max_tokens": max_tokens, "tokenizer": tokens.spec, "min_brand_samples": cc.min_brand_samples},
         "brands": {"labelled": len({it.brand for it in items if it.brand}), "kept": len({r["brand"] for r in train if r["brand"]}),
                    "dropped_rare": sorted(rare)},
@@ -128,7 +129,8 @@ def render_markdown(report: dict, rows: list[dict], examples: int = 3) -> str:
              "| outcome | items | share |", "|---|---|---|", f"| kept | {report['kept']} | {report['kept'] / n:.1%} |"]
     lines += [f"| dropped: {k} | {v} | {v / n:.1%} |" for k, v in report["dropped"].items()]
     lines += [f"| **total** | {n} | 100% |", "",
-              f"Cut after the last full stop: {report['fragment_cut']}; cut at the token limit: {report['truncated']}.",
+              f"Answers the teacher ended at max_tokens: {report['hit_max_tokens']}; cut after the last full stop: "
+              f"{report['fragment_cut']}; cut at the token limit: {report['truncated']}.",
               f"Brands: {report['brands']['labelled']} labelled, {report['brands']['kept']} kept"
               + (f"; dropped as rare: {', '.join(report['brands']['dropped_rare'])}" if report["brands"]["dropped_rare"] else "") + ".",
               f"Items without a brand label: {report['unbranded']['items']} ({report['unbranded']['kept']} kept).", ""]
