@@ -139,7 +139,8 @@ class Fetcher:
                 import urllib3
 
                 cause = getattr(e.args[0], "reason", None) if e.args else None  # urllib3's MaxRetryError says why
-                if isinstance(cause, urllib3.exceptions.TimeoutError):
+                # (urllib3's NewConnectionError, a refused connection, subclasses its ConnectTimeoutError)
+                if isinstance(cause, urllib3.exceptions.TimeoutError) and not isinstance(cause, urllib3.exceptions.NewConnectionError):
                     raise Rejected("timeout", url) from None
                 raise Rejected("unreachable", f"{url} ({type(cause or e).__name__})") from None
 
