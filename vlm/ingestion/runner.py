@@ -108,16 +108,21 @@ def run(cfg) -> dict:
                 return {"key": source, "status": "ok", "sha256": f.sha256, "path": str(f.path.relative_to(cache.root)),
                         "width": f.width, "height": f.height, "bytes": f.bytes}
 
-            with concurrent.futures.ThreadPoolExecutor(cfg.fetch.workers, thread_name_prefix="ingest") as pool, \
-                    tqdm(total=len(sources), initial=len(sources) - len(todo), desc="ingest", unit="img", disable=not cfg.progress) as bar:
-                futures = [pool.submit(one, s) for s in todo]
-                for fut in concurrent.futures.as_completed(futures):
-                    res = fut.result()
-                    if res["status"] == "ok":
-                        index.append(res)
-                        fetched += 1
-                    results[res["key"]] = res
-                    bar.update(1)
+            pool = concurrent.futures.ThreadPoolExecutor(cfg.fetch.workers, thread_name_prefix="ingest")
+            try:
+                with tqdm(total=len(sources), initial=len(sources) - len(todo), desc="ingest", unit="img", disable=not cfg.progress) as bar:
+                    futures = [pool.submit(one, s) for s in todo]
+                    for fut in concurrent.futures.as_completed(futures):
+                        res = fut.result()
+                        if res["status"] == "ok":
+                            index.append(res)
+                            fetched += 1
+                        results[res["key"]] = res
+                        bar.update(1)
+            except BaseException:  # Ctrl-C / SIGTERM: what is fetched is in the index; do not wait for the rest
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
 
     records = []
     for row in usable:
