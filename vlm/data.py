@@ -94,7 +94,7 @@ def _messages(raw: dict, prompt: str, clean, need_caption: bool = True) -> list[
     elif not need_caption:
         msgs = [{"role": "user", "content": require_text(raw.get("prompt") or prompt, "prompt")}]
     else:
-        raise ValueError("record needs 'caption' or 'conversations' (training needs a caption on every record)")
+        raise ValueError("record needs 'caption' or 'conversations'")  # training does; the other readers pass need_caption=False
     first_user = next((m for m in msgs if m["role"] == "user"), None)
     if first_user is None:
         raise ValueError("conversation has no user turn")
