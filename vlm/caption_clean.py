@@ -108,3 +108,58 @@ def clean(text: str | None, settings: CleanSettings = CleanSettings(), max_chars
     elif out != flat:
         flags.append("fragment")
     return out, flags
+
+
+# ------------------------------------------------------------------------------------- limits in tokens
+_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W\u3400-\u9fff\uf900-\ufaff]+|[^\w\s]", re.UNICODE)
+
+
+class Tokens:
+    """Counts and cuts text in tokens, for limits said in the teacher's ``max_tokens`` rather than characters.
+
+    ``words`` (the default; it ships everywhere): a word, a CJK character or a punctuation mark is one token
+    (close to a BPE tokenizer's count for English, exact for Chinese characters); any other value is the
+    folder of a Hugging Face tokenizer (the teacher's own, e.g. Qwen2-VL's), counted with its offsets.
+    """
+
+    def __init__(self, spec: str = "words"):
+        self.spec = spec
+        self._tok = None
+        if spec != "words":
+            from transformers import AutoTokenizer
+
+            try:
+                self._tok = AutoTokenizer.from_pretrained(spec)
+            except (OSError, ValueError) as e:
+                from common.errors import ConfigError
+
+                raise ConfigError(f"captions.tokenizer: {spec!r} is neither 'words' nor a tokenizer folder ({type(e).__name__})") from None
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        if self._tok is None:
+            return [m.span() for m in _TOKEN.finditer(text)]
+        enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [tuple(o) for o in enc["offset_mapping"]]
+
+    def count(self, text: str) -> int:
+        return len(self.spans(text))
+
+    def cut(self, text: str, n: int) -> str:
+        """The text of the first ``n`` tokens."""
+        spans = self.spans(text)
+        return text if len(spans) <= n else text[: spans[n - 1][1]]
+
+
+def clean_tokens(text: str | None, settings: CleanSettings, max_tokens: int, tokens: Tokens) -> tuple[str, list[str]]:
+    """:func:`clean` with the length limit in tokens (no character limit): drops loops and garbage, cuts a
+    fragment after the last full stop, and an answer longer than ``max_tokens`` tokens at the last full stop
+    within them (flag ``truncated``)."""
+    flat = " ".join(str(text or "").split())
+    out, flags = clean(flat, settings, max_chars=len(flat) + 1)
+    if not out or tokens.count(out) <= max_tokens:
+        return out, flags
+    cut = tokens.cut(out, max_tokens)
+    cut = (cut_at_last_stop(cut) if settings.cut_at_last_stop else cut).strip()
+    if len(cut) < settings.min_chars:
+        return "", ["too_short", "empty"]
+    return cut, [*flags, "truncated"]

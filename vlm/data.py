@@ -1,9 +1,12 @@
 """Brand-caption data: validated records, the synthetic set, datasets and the LightningDataModule.
 
-Record formats (JSONL, one object a line; ``image`` relative to ``data.image_root`` or the file's folder):
+Record formats (JSONL, one object a line, or a LLaVA ``.json`` array of the same objects; ``image`` relative to
+``data.image_root`` or the file's folder):
 * ``{id, image, brand|null, caption, kind?, prompt?, bbox?, desc?}``
 * LLaVA style ``{id, image, brand?, conversations: [{from: human, value: "<image>\\n..."}, {from: gpt, value}]}``
 
+Readers that do not need a caption (``need_caption=False``: evaluation, generation) take records without
+one; training needs it (``file:line: record needs 'caption' or 'conversations'``).
 ``kind`` is ``logo`` / ``none`` / ``none_brand`` (default: ``none`` when brand is null, else ``logo``).
 Every record is checked on reading (image present, its header sound and its size under
 ``data.max_image_pixels``, an assistant turn, caption survives cleaning) and a bad one fails as
@@ -27,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from common.data.fingerprint import fingerprint
-from common.data.records import read_jsonl, require_text
+from common.data.records import read_json_records, require_text
 from common.data.splits import stratified_split
 from common.errors import ConfigError, DataError
 from common.metrics.brand import BrandMatcher, load_aliases
@@ -54,13 +57,14 @@ class Record:
     size: tuple[int, int] | None = field(default=None, repr=False)  # (width, height) from the header
 
     @property
-    def caption(self) -> str:
-        return next(m["content"] for m in reversed(self.messages) if m["role"] == "assistant")
+    def caption(self) -> str | None:
+        """The last assistant turn; None for a record read without one (``need_caption=False``)."""
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "assistant"), None)
 
     @property
     def prompt_messages(self) -> list[dict]:
         """The conversation up to (not including) its first assistant turn."""
-        i = next(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
+        i = next((i for i, m in enumerate(self.messages) if m["role"] == "assistant"), len(self.messages))
         return self.messages[:i]
 
 
@@ -69,7 +73,7 @@ def prepare_image(path: str | Path, size: int, bbox=None, crop: bool = False, ma
     return load_tiles(path, size, 1, 1, bbox, crop, margin)[0]
 
 
-def _messages(raw: dict, prompt: str, clean) -> list[dict]:
+def _messages(raw: dict, prompt: str, clean, need_caption: bool = True) -> list[dict]:
     if "conversations" in raw:
         conv = raw["conversations"]
         if not isinstance(conv, list) or not conv:
@@ -82,13 +86,15 @@ def _messages(raw: dict, prompt: str, clean) -> list[dict]:
             if role is None:
                 raise ValueError(f"unknown conversation role {turn.get('from', turn.get('role'))!r}")
             msgs.append({"role": role, "content": require_text(turn.get("value", turn.get("content")), "value")})
-        if not any(m["role"] == "assistant" for m in msgs):
+        if need_caption and not any(m["role"] == "assistant" for m in msgs):
             raise ValueError("conversation has no assistant (gpt) turn")
-    elif "caption" in raw:
+    elif "caption" in raw and (need_caption or raw["caption"] is not None):
         msgs = [{"role": "user", "content": require_text(raw.get("prompt") or prompt, "prompt")},
                 {"role": "assistant", "content": require_text(raw["caption"], "caption")}]
+    elif not need_caption:
+        msgs = [{"role": "user", "content": require_text(raw.get("prompt") or prompt, "prompt")}]
     else:
-        raise ValueError("record needs 'caption' or 'conversations'")
+        raise ValueError("record needs 'caption' or 'conversations'")  # training does; the other readers pass need_caption=False
     first_user = next((m for m in msgs if m["role"] == "user"), None)
     if first_user is None:
         raise ValueError("conversation has no user turn")
@@ -103,8 +109,10 @@ def _messages(raw: dict, prompt: str, clean) -> list[dict]:
     return msgs
 
 
-def read_records(path: str | Path, image_root: str | Path | None, cfg, image_size: int | None = None) -> list[Record]:
-    """Validated records; images are header-checked here, not decoded (``image_size`` is not needed)."""
+def read_records(path: str | Path, image_root: str | Path | None, cfg, image_size: int | None = None,
+                 need_caption: bool = True) -> list[Record]:
+    """Validated records (JSONL or a LLaVA JSON array); images are header-checked here, not decoded
+    (``image_size`` is not needed). ``need_caption=False`` accepts records without a caption."""
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
     clean = clean_with(cfg.clean)
@@ -122,14 +130,14 @@ def read_records(path: str | Path, image_root: str | Path | None, cfg, image_siz
             raise ValueError(f"unknown kind {kind!r} (logo, none, none_brand)")
         if (kind == "none") != (brand is None):
             raise ValueError(f"kind {kind!r} with brand {brand!r}: 'none' has no brand, the others need one")
-        msgs = _messages(raw, cfg.prompt, clean)
+        msgs = _messages(raw, cfg.prompt, clean, need_caption)
         img_path = Path(image) if Path(image).is_absolute() else root / image
         bbox = raw.get("bbox")
         size = header(img_path, int(cfg.max_image_pixels))
         desc = raw.get("desc")
         return Record(rid, str(img_path), brand, kind, msgs, bbox, desc if isinstance(desc, str) else None, size)
 
-    return read_jsonl(path, validate, on_bad_record=cfg.on_bad_record, unique="id")
+    return read_json_records(path, validate, on_bad_record=cfg.on_bad_record, unique="id")
 
 
 def facts(rec: Record) -> str:

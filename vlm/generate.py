@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import io
 from common.data.images import check_image
-from common.data.records import read_jsonl, require_text
+from common.data.records import require_text
 from common.errors import UserError
 
 
@@ -56,7 +56,9 @@ def _records(args) -> list[dict]:
                 out[k] = raw[k]
         return out
 
-    return read_jsonl(path, validate)
+    from common.data.records import read_json_records
+
+    return read_json_records(path, validate)  # JSONL or a LLaVA .json array; no caption needed
 
 
 def main(argv=None) -> int:

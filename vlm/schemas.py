@@ -148,6 +148,60 @@ class EvalSchema:
     grid_samples: int = 24
 
 
+@dataclass
+class IngestColumnsSchema:
+    """Which column of the product table holds what (null: the table has none; ``id`` null = the row number)."""
+
+    id: str | None = "id"
+    image: str = "image"  # a path (relative to the table's folder or ingest image_root), file:// or http(s) URL
+    brand: str | None = "brand"
+    title: str | None = "title"
+    description: str | None = "description"
+
+
+@dataclass
+class FetchSchema:
+    """How ``python -m vlm.ingest`` fetches images into its content-addressed cache."""
+
+    workers: int = 8  # fetches in flight at once, over all hosts
+    per_host: int = 4  # ... and at most this many to one host
+    timeout_s: float = 10.0  # connect and read timeout of one http(s) attempt
+    retries: int = 2  # connection errors, timeouts, 408/429/5xx; other 4xx are final
+    backoff_s: float = 0.5  # urllib3's backoff factor: waits of backoff_s * 2**(retry - 1)
+    max_bytes: int = 50_000_000  # a larger download is rejected (too_large)
+    user_agent: str = "mlmono-vlm-ingest/0.1"
+
+
+@dataclass
+class BrandNormSchema:
+    """Brand spellings: NFKC, case, spacing and punctuation fold into one key; ``aliases`` maps the canonical
+    name to other spellings of it; a key without an alias is shown in its most frequent spelling."""
+
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    aliases_file: str | None = None  # the same mapping as JSON or YAML (common.metrics.brand.load_aliases)
+
+
+@dataclass
+class CaptionsSchema:
+    """``+annotate=captions``: brand-aware product captions from a teacher, cleaned in tokens, brand-checked."""
+
+    # Fields: {known} (one line per known field of the product), {brand}, {title}, {description} ("" when absent)
+    prompt: str = (
+        "Write one caption for the product in the image: what it is, its colour and material, and its brand. "
+        "Name the brand exactly as given; if no brand is given, name it only when it is visible.\n{known}"
+    )
+    known_lines: dict[str, str] = field(
+        default_factory=lambda: {"brand": "Brand: {value}", "title": "Title: {value}", "description": "Description: {value}"}
+    )
+    no_known: str = "Nothing else is known about the product."
+    fields: list[str] = field(default_factory=lambda: ["title", "description"])  # record fields the prompt may use
+    tokenizer: str = "words"  # words (a word, a CJK character or a punctuation mark = one token) | an HF tokenizer dir
+    max_tokens: int | None = None  # cleaned captions are cut to this many tokens (at the last full stop); null: generation.max_tokens
+    require_brand: bool = True  # a labelled item's caption must name its brand (case-insensitive, aliases)
+    min_brand_samples: int = 1  # brands with fewer kept captions are dropped (the >= N filter)
+    brands: BrandNormSchema = field(default_factory=BrandNormSchema)
+
+
 SCHEMAS: dict[str, Any] = {
     "data": DataSchema,
     "model": ModelSchema,
@@ -155,5 +209,7 @@ SCHEMAS: dict[str, Any] = {
     "eval": EvalSchema,
 }
 
-# Also registered (schema/vlm/<node>), not checked by vlm.train: the cleaning limits of python -m vlm.annotate.
-NODES: dict[str, Any] = {**SCHEMAS, "clean": CaptionCleanSchema}
+# Also registered (schema/vlm/<node>), not checked by vlm.train: the cleaning limits and the captions preset of
+# python -m vlm.annotate, and the nodes of python -m vlm.ingest.
+NODES: dict[str, Any] = {**SCHEMAS, "clean": CaptionCleanSchema, "captions": CaptionsSchema,
+                         "ingest_columns": IngestColumnsSchema, "fetch": FetchSchema, "brand_norm": BrandNormSchema}

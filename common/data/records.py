@@ -129,6 +129,43 @@ def read_jsonl(
     return records
 
 
+def read_json_records(path: str | Path, validate: Callable[[dict], T] = lambda r: r, on_bad_record: OnBad = "error",
+                      unique: str | None = None, bad: BadRecords | None = None) -> list[T]:
+    """Records of a JSONL file or of a JSON array (LLaVA's ``.json``), each through ``validate``; errors name
+    ``file:line`` either way (an array element's line is where it starts)."""
+    path = Path(path)
+    with _open(path) as f:
+        text = f.read()
+    if not text.lstrip().startswith("["):
+        return read_jsonl(path, validate, on_bad_record=on_bad_record, unique=unique, bad=bad)
+    check_on_bad_record(on_bad_record)
+    dec = json.JSONDecoder()
+
+    def rows():
+        i = text.index("[") + 1
+        while True:
+            while i < len(text) and text[i] in " \t\r\n,":
+                i += 1
+            if i >= len(text):
+                yield text.count("\n", 0, i) + 1, ValueError("invalid JSON (the array is not closed with ']')")
+                return
+            if text[i] == "]":
+                return
+            line = text.count("\n", 0, i) + 1
+            try:
+                obj, i = dec.raw_decode(text, i)
+            except json.JSONDecodeError as e:
+                yield e.lineno, ValueError(f"invalid JSON ({e.msg} at column {e.colno})")
+                return
+            yield line, obj if isinstance(obj, dict) else ValueError(f"expected a JSON object, got {type(obj).__name__}")
+
+    bad = bad if bad is not None else BadRecords()
+    records = _collect(rows(), path, validate, on_bad_record, bad, unique)
+    if not records and not bad.count:
+        raise DataError(f"{path}: no records")
+    return records
+
+
 def read_csv(
     path: str | Path,
     required: Iterable[str] = (),

@@ -249,7 +249,7 @@ def test_cache_cuts_a_torn_line_and_never_duplicates(tmp_path):
     with ResultCache(path) as cache:
         assert cache.done("k1") and not cache.done("k2") and not cache.done("k3")
         cache.append({"key": "k2", "status": "ok"})
-        with pytest.raises(UserError, match="another annotation run is writing this cache"):
+        with pytest.raises(UserError, match="another run is writing this cache; wait for it or use another out_dir"):
             ResultCache(path).__enter__()
     assert [r["key"] for r in read_rows(path)] == ["k1", "k2", "k2"]
     assert path.read_text().endswith('"ok"}\n')

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class ResultCache:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, dir_key: str = "out_dir"):
         self.path = Path(path)
+        self.dir_key = dir_key  # the config key that moves the cache, for the message when it is locked
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock: IO | None = None
         self._fh: IO | None = None
@@ -33,7 +34,7 @@ class ResultCache:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
-            raise UserError(f"{self.path}: another annotation run is writing this cache; wait for it or use another out_dir") from None
+            raise UserError(f"{self.path}: another run is writing this cache; wait for it or use another {self.dir_key}") from None
         self._load()
         self._fh = open(self.path, "a", encoding="utf-8")
         return self

@@ -73,3 +73,36 @@ def load_modes(modes: Mapping[str, Any], only: list[str] | None = None) -> list[
     if not out:
         raise ConfigError("modes: no mode is enabled")
     return out
+
+
+CAPTION_FIELDS = {"known", "brand", "title", "description"}
+
+
+@dataclass(frozen=True)
+class CaptionPrompt:
+    """The ``+annotate=captions`` prompt: ``template`` with ``{known}`` (one ``known_lines`` line per field the
+    product has, brand first, or ``no_known``) and the raw ``{brand}``, ``{title}``, ``{description}`` ("" when
+    absent). An item without a brand label gets no brand line: the teacher is not told one."""
+
+    template: str
+    known_lines: Mapping[str, str]
+    no_known: str
+    fields: tuple[str, ...] = ("title", "description")
+
+    def __post_init__(self) -> None:
+        try:
+            bad = _fields(self.template) - CAPTION_FIELDS
+        except ValueError as e:
+            raise ConfigError(f"captions.prompt: bad template ({e}); write a literal brace as {{{{ or }}}}") from None
+        if bad:
+            raise ConfigError(f"captions.prompt: unknown field(s) {', '.join('{' + b + '}' for b in sorted(bad))} "
+                              f"(allowed: {', '.join('{' + f + '}' for f in sorted(CAPTION_FIELDS))})")
+        for k, line in self.known_lines.items():
+            if _fields(line) - {"value"}:
+                raise ConfigError(f"captions.known_lines.{k}: the only field is {{value}}, got {line!r}")
+
+    def render(self, brand: str | None, fields: Mapping[str, str]) -> str:
+        lines = [self.known_lines["brand"].format(value=brand)] if brand and "brand" in self.known_lines else []
+        lines += [self.known_lines[k].format(value=fields[k]) for k in self.fields if fields.get(k) and k in self.known_lines]
+        return self.template.format(known="\n".join(lines) or self.no_known, brand=brand or "",
+                                    title=fields.get("title", ""), description=fields.get("description", "")).strip()

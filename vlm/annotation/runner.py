@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,39 +72,77 @@ def _check_endpoint(client: ChatClient) -> None:
         raise ConfigError(f"endpoint.model: {client.model!r} is not served at {client.base_url} (it serves: {', '.join(models) or 'nothing'})")
 
 
-def _ask(client: ChatClient, prompt: str, item: Item, gen: dict, transport: str) -> dict:
+def _ask(client: ChatClient, prompt: str, image: Path, gen: dict, transport: str) -> dict:
     t0 = time.perf_counter()
     try:
-        r = client.chat(prompt, image_url(item.image, transport), **gen)
+        r = client.chat(prompt, image_url(image, transport), **gen)
         return {"status": "ok", "answer": r.text, "finish_reason": r.finish_reason, "usage": r.usage, "attempts": r.attempts, "error": None, "elapsed_s": round(r.elapsed_s, 4)}
     except RequestFailed as e:
         return {"status": "error", "answer": None, "error": e.message, "attempts": e.attempts, "elapsed_s": round(time.perf_counter() - t0, 4)}
     except OSError as e:  # the image vanished or cannot be read since validation
-        return {"status": "error", "answer": None, "error": f"{item.image}: {e.strerror or e}", "attempts": 0, "elapsed_s": 0.0}
+        return {"status": "error", "answer": None, "error": f"{image}: {e.strerror or e}", "attempts": 0, "elapsed_s": 0.0}
+
+
+@dataclass(frozen=True)
+class Job:
+    cache: ResultCache  # where the answer goes
+    key: str  # request_key(...)
+    fields: dict  # written into the cache row (id, mode)
+    prompt: str
+    image: Path
+
+
+def make_client(cfg) -> ChatClient:
+    """The ``endpoint`` node's client (its settings checked; no request made: see :func:`check_endpoint`)."""
+    concurrency = int(cfg.endpoint.concurrency)
+    if concurrency < 1:
+        raise ConfigError(f"endpoint.concurrency: expected >= 1, got {concurrency}")
+    if cfg.endpoint.image_transport not in ("data_url", "path"):
+        raise ConfigError(f"endpoint.image_transport: expected data_url or path, got {cfg.endpoint.image_transport!r}")
+    e = cfg.endpoint
+    return ChatClient(e.base_url, e.model, e.api_key, e.timeout_s, e.retries, e.backoff_s, e.backoff_max_s)
+
+
+def check_endpoint(cfg, client: ChatClient) -> None:
+    if cfg.endpoint.check:
+        _check_endpoint(client)
+
+
+def ask_all(client: ChatClient, todo: list[Job], total: int, gen: dict, transport: str, concurrency: int, progress: bool, where: Path) -> None:
+    """Ask every job, ``concurrency`` in flight; each answer is appended to its cache as it arrives, so a
+    killed run keeps what finished and a re-run asks only the rest."""
+    log.info("%d of %d requests cached; %d to ask %s", total - len(todo), total, len(todo), client.base_url)
+    if not todo:
+        return
+    from tqdm import tqdm
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="annotate")
+    try:
+        futures = {pool.submit(_ask, client, j.prompt, j.image, gen, transport): j for j in todo}
+        with tqdm(total=total, initial=total - len(todo), desc="annotate", unit="req", disable=not progress) as bar:
+            for fut in concurrent.futures.as_completed(futures):
+                j = futures[fut]
+                j.cache.append({"key": j.key, **j.fields, **fut.result(), "time": round(time.time(), 3)})
+                bar.update(1)
+    except KeyboardInterrupt:  # what finished is on disk; requests in flight are asked again next time
+        pool.shutdown(wait=False, cancel_futures=True)
+        done = total - len(todo) + sum(j.cache.done(j.key) for j in todo)
+        raise UserError(f"interrupted: {done} of {total} requests are in {where}; run the same command again to resume") from None
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def run(cfg) -> dict:
     classes = load_classes(_container(cfg.classes.list), cfg.classes.file)
     modes = load_modes(_container(cfg.modes), _container(cfg.run_modes))
     gen = _generation(cfg)
+    client = make_client(cfg)
     concurrency = int(cfg.endpoint.concurrency)
-    if concurrency < 1:
-        raise ConfigError(f"endpoint.concurrency: expected >= 1, got {concurrency}")
-    if cfg.endpoint.image_transport not in ("data_url", "path"):
-        raise ConfigError(f"endpoint.image_transport: expected data_url or path, got {cfg.endpoint.image_transport!r}")
     items = load_items(cfg, classes)
     out = Path(cfg.out_dir)
-    client = ChatClient(
-        cfg.endpoint.base_url,
-        cfg.endpoint.model,
-        cfg.endpoint.api_key,
-        cfg.endpoint.timeout_s,
-        cfg.endpoint.retries,
-        cfg.endpoint.backoff_s,
-        cfg.endpoint.backoff_max_s,
-    )
-    if cfg.endpoint.check:
-        _check_endpoint(client)
+    check_endpoint(cfg, client)
 
     digests = {it.id: it.image_digest() for it in items}
     defs = classes.definitions_text()
@@ -112,29 +151,9 @@ def run(cfg) -> dict:
 
     with ExitStack() as stack:
         caches = {m.name: stack.enter_context(ResultCache(out / "cache" / f"{m.name}.jsonl")) for m in modes}
-        todo = [(m, it) for m in modes for it in items if not caches[m.name].done(keys[(m.name, it.id)])]
-        total = len(modes) * len(items)
-        log.info("%d of %d requests cached; %d to ask %s", total - len(todo), total, len(todo), client.base_url)
-        if todo:
-            from tqdm import tqdm
-
-            pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="annotate")
-            try:
-                futures = {pool.submit(_ask, client, prompts[(m.name, it.id)], it, gen, cfg.endpoint.image_transport): (m, it) for m, it in todo}
-                with tqdm(total=total, initial=total - len(todo), desc="annotate", unit="req", disable=not cfg.progress) as bar:
-                    for fut in concurrent.futures.as_completed(futures):
-                        m, it = futures[fut]
-                        row = {"key": keys[(m.name, it.id)], "id": it.id, "mode": m.name, **fut.result(), "time": round(time.time(), 3)}
-                        caches[m.name].append(row)
-                        bar.update(1)
-            except KeyboardInterrupt:  # what finished is on disk; requests in flight are asked again next time
-                pool.shutdown(wait=False, cancel_futures=True)
-                done = sum(caches[m.name].done(keys[(m.name, it.id)]) for m in modes for it in items)
-                raise UserError(f"interrupted: {done} of {total} requests are in {out / 'cache'}; run the same command again to resume") from None
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
+        todo = [Job(caches[m.name], keys[(m.name, it.id)], {"id": it.id, "mode": m.name}, prompts[(m.name, it.id)], it.image)
+                for m in modes for it in items if not caches[m.name].done(keys[(m.name, it.id)])]
+        ask_all(client, todo, len(modes) * len(items), gen, cfg.endpoint.image_transport, concurrency, cfg.progress, out / "cache")
         cached = {m.name: {it.id: caches[m.name].rows.get(keys[(m.name, it.id)]) for it in items} for m in modes}
 
     settings = CleanSettings(**_container(cfg.clean))
