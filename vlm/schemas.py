@@ -148,6 +148,22 @@ class EvalSchema:
     grid_samples: int = 24
 
 
+@dataclass
+class ExportSchema:
+    """``python -m vlm.export``: a trained captioner as a plain transformers VLM (``vlm.exporting``)."""
+
+    ckpt: str = "???"  # a .ckpt file or a run dir (as vlm.eval takes them), or a captioner export dir
+    out: str = "???"  # the folder to write; refused when it is an input, or not empty without overwrite
+    overwrite: bool = False  # replace a non-empty out (never an input)
+    dtype: str = "fp32"  # fp32 | bf16: the dtype of every exported tensor
+    check_jsonl: str | None = None  # records (id, image) to caption both ways after writing: the round trip
+    check_limit: int = 100  # at most this many of them
+    max_new_tokens: int = 24  # of the round trip's greedy captions
+    package: str = "vlm"
+    task_name: str = "vlm.export"
+    paths: Any = None  # the shared paths group
+
+
 SCHEMAS: dict[str, Any] = {
     "data": DataSchema,
     "model": ModelSchema,
@@ -155,5 +171,6 @@ SCHEMAS: dict[str, Any] = {
     "eval": EvalSchema,
 }
 
-# Also registered (schema/vlm/<node>), not checked by vlm.train: the cleaning limits of python -m vlm.annotate.
-NODES: dict[str, Any] = {**SCHEMAS, "clean": CaptionCleanSchema}
+# Also registered (schema/vlm/<node>), not checked by vlm.train: the cleaning limits of python -m vlm.annotate
+# and the whole primary config of python -m vlm.export.
+NODES: dict[str, Any] = {**SCHEMAS, "clean": CaptionCleanSchema, "export": ExportSchema}
