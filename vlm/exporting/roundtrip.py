@@ -32,10 +32,12 @@ def captioner_tokens(cap, images: Sequence, prompt: str | None = None, max_new_t
 
 
 def load(out_dir: str | Path, backend: str | None = None):
-    """``(model, processor)`` of an export folder, the way any transformers user loads it."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    """``(model, processor)`` of an export folder, the way any transformers user loads it. ``backend="pil"``: the
+    image processor on PIL (bit-exact resizing; AutoProcessor's default is torchvision's, within one grey level
+    of PIL's bicubic)."""
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
 
-    kwargs = {"backend": backend} if backend else {}
+    kwargs = {"image_processor": AutoImageProcessor.from_pretrained(out_dir, backend=backend)} if backend else {}
     return (AutoModelForImageTextToText.from_pretrained(out_dir).eval(),
             AutoProcessor.from_pretrained(out_dir, **kwargs))
 
@@ -53,22 +55,29 @@ def hf_tokens(model, processor, images: Sequence, prompt: str, max_new_tokens: i
     return [_strip(r, eos, gc.pad_token_id) for r in new]
 
 
-def compare(cap, out_dir: str | Path, paths: Sequence[str | Path], prompt: str | None = None,
-            max_new_tokens: int = 24, batch_size: int = 16, backend: str | None = None) -> dict:
-    """``{n, same, mismatches: [(path, captioner tokens, transformers tokens)]}`` over image files ``paths``."""
+def reference(cap, paths: Sequence[str | Path], prompt: str | None = None, max_new_tokens: int = 24,
+              batch_size: int = 16) -> list[list[int]]:
+    """The captioner's greedy tokens for image files ``paths`` (before the export merges LoRA into it)."""
+    out: list[list[int]] = []
+    for i in range(0, len(paths), batch_size):
+        out += captioner_tokens(cap, [str(p) for p in paths[i : i + batch_size]], prompt, max_new_tokens)
+    return out
+
+
+def exported(out_dir: str | Path, paths: Sequence[str | Path], prompt: str, max_new_tokens: int = 24,
+             batch_size: int = 16, backend: str | None = None) -> list[list[int]]:
+    """The plain transformers load's greedy tokens for image files ``paths`` (opened with PIL)."""
     from PIL import Image
 
-    prompt = prompt or cap.default_prompt
     model, processor = load(out_dir, backend)
-    same, bad = 0, []
+    out: list[list[int]] = []
     for i in range(0, len(paths), batch_size):
-        chunk = [str(p) for p in paths[i : i + batch_size]]
-        ref = captioner_tokens(cap, chunk, prompt, max_new_tokens)
-        pil = [Image.open(p).convert("RGB") for p in chunk]
-        got = hf_tokens(model, processor, pil, prompt, max_new_tokens)
-        for p, a, b in zip(chunk, ref, got, strict=True):
-            if a == b:
-                same += 1
-            else:
-                bad.append((p, a, b))
-    return {"n": len(paths), "same": same, "mismatches": bad}
+        pil = [Image.open(p).convert("RGB") for p in paths[i : i + batch_size]]
+        out += hf_tokens(model, processor, pil, prompt, max_new_tokens)
+    return out
+
+
+def agreement(paths: Sequence, ref: list[list[int]], got: list[list[int]]) -> dict:
+    """``{n, same, mismatches: [(path, captioner tokens, transformers tokens)]}``."""
+    bad = [(str(p), a, b) for p, a, b in zip(paths, ref, got, strict=True) if a != b]
+    return {"n": len(paths), "same": len(paths) - len(bad), "mismatches": bad}

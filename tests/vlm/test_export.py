@@ -1,0 +1,220 @@
+"""``python -m vlm.export``: a trained composed captioner written as a plain transformers VLM.
+
+The round trip is the contract: the folder loaded with ``AutoModelForImageTextToText`` + ``AutoProcessor`` alone
+gives the captioner's greedy tokens on the same images and prompt -- for the embedded default (tiny ViT, pixel
+shuffle, LayerNorm-MLP projector: InternVL-hf layout, LoRA merged), for a pixel-shuffle composition of the
+InternVL-hf vision and Qwen2 replicas with InternVL tiling, and for a linear projector (LLaVA layout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from common.errors import ConfigError
+from tests.conftest import run_cli
+from tests.vlm import replicas
+from tests.vlm.conftest import TINY
+from vlm.captioner import Captioner, save_captioner
+from vlm.exporting import roundtrip
+from vlm.exporting.layout import NoStandardEquivalent, plan
+from vlm.exporting.source import resolve
+from vlm.exporting.writer import check_out, export
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, vlm_cache) -> Path:
+    """A finished two-step LoRA run of the embedded default (run dir: checkpoints/, captioner/, .hydra/)."""
+    from common import run
+    from common.compose import compose_run, conf_dir
+    from vlm.build import build
+    from vlm.schemas import SCHEMAS
+
+    root = tmp_path_factory.mktemp("export_run")
+    cfg = compose_run(conf_dir("vlm"), [
+        "logger=none", f"paths.log_dir={root / 'logs'}", f"paths.cache_dir={vlm_cache}", *TINY, "+exp=lora",
+        "+trainer.limit_train_batches=2", "eval.max_new_tokens=2", "callbacks.progress_bar=null",
+        "+trainer.enable_progress_bar=false"], root / "run")
+    run.train(cfg, build=build, schemas=SCHEMAS)
+    return root / "run"
+
+
+def _images(vlm_cache: Path, n: int) -> list[str]:
+    return [str(p) for p in sorted(next(vlm_cache.glob("vlm/synth-*")).glob("test/*.png"))[:n]]
+
+
+def _captioner(built, *overrides: str) -> Captioner:
+    _, module, _ = built(*overrides)
+    return Captioner(module.vlm, module.export_info, device="cpu")
+
+
+def _round_trip(cap: Captioner, out: Path, images: list[str], backend: str | None = None, n_new: int = 8):
+    ref = roundtrip.reference(cap, images, max_new_tokens=n_new)
+    layout = export(cap, out)
+    got = roundtrip.exported(out, images, cap.default_prompt, max_new_tokens=n_new, backend=backend)
+    return layout, ref, got
+
+
+def _same_image_features(cap: Captioner, out: Path, image: str, backend: str | None = None) -> torch.Tensor:
+    """The exported model's image features (its processor's pixels through its tower and projector) equal the
+    captioner's; returns the processor's pixel values: the captioner's normalised tiles (bit for bit with the PIL
+    backend; AutoProcessor's default torchvision backend rescales a little differently, within 1e-6)."""
+    model, proc = roundtrip.load(out, backend=backend)
+    px = proc(images=[Image.open(image).convert("RGB")], text=["<image>"], return_tensors="pt")["pixel_values"]
+    tiles = torch.from_numpy(cap._tiles([image])[0]).float().div(255.0)
+    mine = (tiles - cap.vlm.vision.mean) / cap.vlm.vision.std
+    if backend == "pil":
+        assert torch.equal(px, mine)
+    torch.testing.assert_close(px, mine, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        theirs = model.model.get_image_features(pixel_values=px).pooler_output
+        mine = cap.vlm.image_embeds(tiles)
+    theirs = torch.stack(list(theirs)) if isinstance(theirs, list | tuple) else theirs
+    assert theirs.shape == mine.shape
+    torch.testing.assert_close(theirs, mine, rtol=0, atol=1e-6)
+    return px
+
+
+def test_embedded_default_with_lora_round_trips_token_for_token(lora_run, vlm_cache, tmp_path):
+    cap, inputs = resolve(str(lora_run))
+    assert inputs[0].parent.name == "checkpoints"
+    lora_b = [p for n, p in cap.vlm.llm.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # the adapters trained: the merge changes weights
+    # two training steps still end most captions at once: ask both sides for at least 6 tokens (the
+    # generation config travels with the export) so the comparison covers real sequences
+    cap.vlm.llm.generation_config.min_new_tokens = 6
+    images = _images(vlm_cache, 12)
+    layout, ref, got = _round_trip(cap, tmp_path / "out", images)
+    assert layout.cls_name == "InternVLForConditionalGeneration" and layout.shuffle == 2 and layout.has_cls
+    assert all(len(r) >= 6 for r in ref) and len({tuple(r) for r in ref}) > 1  # the image matters
+    assert got == ref
+    _same_image_features(cap, tmp_path / "out", images[0])
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["downsample_ratio"] == 0.5 and config["vision_config"]["model_type"] == "internvl_vision"
+    assert config["image_token_id"] == cap.vlm.image_token_id
+    assert not list((tmp_path / "out").glob("adapter_*"))  # LoRA merged, no peft files
+    # the prompt the processor renders is the captioner's, token for token
+    from transformers import AutoProcessor
+
+    from vlm.chat import prompt_ids, user_message
+
+    proc = AutoProcessor.from_pretrained(tmp_path / "out")
+    text = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text",
+                                    "text": cap.default_prompt}]}], add_generation_prompt=True, tokenize=False)
+    ids = proc(images=[Image.open(images[0])], text=[text])["input_ids"][0]
+    mine = prompt_ids(cap.vlm.tokenizer, [user_message(cap.default_prompt)], layout.num_image_tokens)
+    assert list(ids) == mine
+
+
+def test_pixel_shuffle_replicas_with_tiling_round_trip(built, vlm_cache, tmp_path):
+    """InternVL-hf vision + Qwen2 replicas (28 px tiles, pixel shuffle 2), InternVL tiling up to 4 tiles."""
+    vision = replicas.internvl_hf_vision(tmp_path / "vision")
+    llm = replicas.qwen2_llm(tmp_path / "qwen2")
+    model = [o for o in TINY if not o.startswith("model.vision.")]
+    cap = _captioner(built, *model, f"model.vision.name_or_path={vision}", f"model.llm.name_or_path={llm}",
+                     "data.tiles.max_num=4")
+    images = _images(vlm_cache, 6)
+    layout, ref, got = _round_trip(cap, tmp_path / "out", images, backend="pil")
+    assert layout.kind == "internvl" and layout.num_image_tokens == 1
+    assert all(ref) and got == ref
+    # a random LLM says the same thing whatever the image: the image features are compared themselves.
+    # The tiles: 2x2 + thumbnail, the same pixels as the captioner's (PIL backend: exact)
+    px = _same_image_features(cap, tmp_path / "out", images[0], backend="pil")
+    assert px.shape == (5, 3, 28, 28)
+
+
+def test_linear_projector_without_pixel_shuffle_exports_as_llava(built, vlm_cache, tmp_path):
+    cap = _captioner(built, "model.projector.type=linear", "model.vision.pixel_shuffle=1")
+    cap.vlm.llm.generation_config.min_new_tokens = 4
+    images = _images(vlm_cache, 6)
+    layout, ref, got = _round_trip(cap, tmp_path / "out", images)
+    assert layout.cls_name == "LlavaForConditionalGeneration" and layout.num_image_tokens == 64
+    assert all(len(r) >= 4 for r in ref) and got == ref
+    _same_image_features(cap, tmp_path / "out", images[0])
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["vision_config"]["model_type"] == "vit" and config["vision_feature_select_strategy"] == "default"
+    assert config["projector_hidden_act"] == "linear"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.projector.type=mlp2x_gelu_vocab"], "model.projector.type=mlp2x_gelu_vocab: a projector into the LLM's vocabulary"),
+    (["model.projector.type=linear"], "model.projector.type=linear with model.vision.pixel_shuffle=2: LLaVA has no pixel shuffle"),
+    (["model.projector.type=linear", "model.vision.pixel_shuffle=1", "data.tiles.max_num=4"],
+     "data.tiles.max_num=4: LLaVA's processor does not tile"),
+    (["data.crop=true"], "data.crop=true: the captioner crops each image"),
+])
+def test_what_has_no_standard_equivalent_is_named(built, overrides, message):
+    with pytest.raises(NoStandardEquivalent) as e:
+        plan(_captioner(built, *overrides))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_a_tower_internvl_hf_cannot_host_is_named(built, tmp_path):
+    siglip = replicas.siglip_vision(tmp_path / "siglip")
+    model = [o for o in TINY if not o.startswith("model.vision.")]
+    cap = _captioner(built, *model, f"model.vision.name_or_path={siglip}")
+    with pytest.raises(ConfigError, match="^model.vision: InternVL-hf builds its tower as InternVLVisionModel; "
+                                          "SiglipVisionModel has no exact equivalent"):
+        export(cap, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_refuses_an_input_and_a_non_empty_dir(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"^out: .*/run is \(or holds\) the input ckpt"):
+        check_out(run, {"ckpt": run}, overwrite=True)
+    with pytest.raises(ConfigError, match=r"holds\) the input ckpt="):
+        check_out(tmp_path, {"ckpt": ckpt}, overwrite=True)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="^out: .*/full is not empty; .* or overwrite=true"):
+        check_out(full, {"ckpt": ckpt}, overwrite=False)
+    assert check_out(full, {"ckpt": ckpt}, overwrite=True) == full.absolute()
+    assert check_out(tmp_path / "new", {"ckpt": ckpt}, overwrite=False) == (tmp_path / "new").absolute()
+
+
+def test_hf_vlm_checkpoints_are_dispatched_to_their_own_export(tmp_path):
+    from omegaconf import OmegaConf
+
+    from vlm.export import run
+
+    cap = tmp_path / "cap"
+    cap.mkdir()
+    (cap / "captioner.json").write_text(json.dumps({"model": {"kind": "hf_vlm", "name_or_path": "/m"}}))
+    with pytest.raises(ConfigError, match="^ckpt: hf_vlm export: not wired yet$"):
+        run(OmegaConf.create({"ckpt": str(cap), "out": str(tmp_path / "o"), "overwrite": False, "check_jsonl": None}))
+
+
+def test_cli_exports_a_run_dir_and_checks_the_round_trip(lora_run, vlm_cache, tmp_path):
+    test_jsonl = next(vlm_cache.glob("vlm/synth-*/test.jsonl"))
+    out = tmp_path / "exported"
+    r = run_cli("-m", "vlm.export", f"ckpt={lora_run}", f"out={out}", f"check_jsonl={test_jsonl}", "check_limit=8",
+                "max_new_tokens=6", f"hydra.run.dir={tmp_path / 'h'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "export round trip: 8/8 images same greedy tokens" in r.stdout
+    assert json.loads((out / "export.json").read_text())["class"] == "InternVLForConditionalGeneration"
+    # the same out again: refused (not empty), one error line, exit 2, the export untouched
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    r = run_cli("-m", "vlm.export", f"ckpt={lora_run}", f"out={out}", f"hydra.run.dir={tmp_path / 'h2'}")
+    assert r.returncode == 2
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert errors == [f"error: out: {out} is not empty; give an empty or new folder, or overwrite=true to replace it"]
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_cli_names_what_has_no_standard_equivalent(built, tmp_path):
+    _, module, _ = built("model.projector.type=mlp2x_gelu_vocab")
+    save_captioner(module.vlm, tmp_path / "cap", module.export_info)
+    r = run_cli("-m", "vlm.export", f"ckpt={tmp_path / 'cap'}", f"out={tmp_path / 'out'}",
+                f"hydra.run.dir={tmp_path / 'h'}")
+    assert r.returncode == 2
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: model.projector.type=mlp2x_gelu_vocab: "), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
