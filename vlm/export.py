@@ -63,7 +63,9 @@ def run(cfg) -> dict:
     check_out(cfg.out, inputs, cfg.overwrite)
     if _kind_of(ckpt) == "hf_vlm":
         raise ConfigError("ckpt: hf_vlm export: not wired yet")
-    cap, _ = resolve(str(ckpt))
+    from vlm.eval import checkpoints
+
+    cap, _ = resolve(str(ckpt), checkpoints)
     info_model = cap.info.get("model") or {}
     for key, value in (("model.llm.name_or_path", info_model.get("llm", {}).get("name_or_path")),
                        ("model.vision.name_or_path", info_model.get("vision", {}).get("name_or_path"))):

@@ -79,7 +79,9 @@ def _same_image_features(cap: Captioner, out: Path, image: str, backend: str | N
 
 
 def test_embedded_default_with_lora_round_trips_token_for_token(lora_run, vlm_cache, tmp_path):
-    cap, inputs = resolve(str(lora_run))
+    from vlm.eval import checkpoints
+
+    cap, inputs = resolve(str(lora_run), checkpoints)
     assert inputs[0].parent.name == "checkpoints"
     lora_b = [p for n, p in cap.vlm.llm.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # the adapters trained: the merge changes weights

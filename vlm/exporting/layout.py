@@ -46,10 +46,10 @@ class Layout:
         return {"llava": "LlavaForConditionalGeneration", "internvl": "InternVLForConditionalGeneration"}[self.kind]
 
 
-def _num_hidden_states(tower) -> int:
+def _hidden_states(tower) -> tuple:
     with torch.no_grad():
         x = torch.zeros(1, 3, tower.image_size, tower.image_size, dtype=tower.dtype, device=tower.mean.device)
-        return len(tower.encoder(pixel_values=x, output_hidden_states=True).hidden_states)
+        return tower.encoder(pixel_values=x, output_hidden_states=True).hidden_states
 
 
 def plan(cap) -> Layout:
@@ -73,23 +73,23 @@ def plan(cap) -> Layout:
     if kind == "linear" and int(tiles.get("max_num", 1)) > 1:
         raise NoStandardEquivalent(f"data.tiles.max_num={tiles['max_num']}: LLaVA's processor does not tile "
                                    "(InternVL tiling exports with model.projector.type=mlp2x_gelu)")
+    if kind == "mlp2x_gelu":
+        towers.check_internvl(tower.encoder)
     side = tower.image_size // tower.patch_size
-    with torch.no_grad():
-        x = torch.zeros(1, 3, tower.image_size, tower.image_size, dtype=tower.dtype, device=tower.mean.device)
-        n_tokens = tower.encoder(pixel_values=x, output_hidden_states=True).hidden_states[tower.feature_layer].shape[1]
+    states = _hidden_states(tower)
+    n_tokens = states[tower.feature_layer].shape[1]
     if n_tokens not in (side * side, side * side + 1):
         raise NoStandardEquivalent(f"model.vision: {type(tower.encoder).__name__} gives {n_tokens} tokens for a "
                                    f"{side}x{side} patch grid; LLaVA / InternVL-hf take the grid (plus a CLS token)")
-    n_states = _num_hidden_states(tower)
-    return Layout(kind="llava" if kind == "linear" else "internvl", feature_layer=tower.feature_layer % n_states,
+    return Layout(kind="llava" if kind == "linear" else "internvl", feature_layer=tower.feature_layer % len(states),
                   has_cls=n_tokens == side * side + 1, shuffle=tower.shuffle, num_image_tokens=vlm.num_image_tokens)
 
 
 def hf_config(cap, layout: Layout, image_token_id: int, dtype: torch.dtype):
     """The standard class's config: the tower's own config as ``vision_config``, the LLM's as ``text_config``."""
-    from transformers import InternVLConfig, LlavaConfig
-
     import copy
+
+    from transformers import InternVLConfig, LlavaConfig
 
     vlm = cap.vlm
     text = copy.deepcopy(vlm.llm.config)

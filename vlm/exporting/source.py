@@ -1,7 +1,8 @@
 """``ckpt=`` of ``python -m vlm.export`` -> the trained :class:`vlm.captioner.Captioner`.
 
-The forms ``python -m vlm.eval`` takes (its resolver, :func:`vlm.eval.checkpoints`): a ``.ckpt`` file, or a run
-dir (its best checkpoint, as the run's ``last.ckpt`` records it, else its newest); and a captioner export dir
+The forms ``python -m vlm.eval`` takes (its resolver, :func:`vlm.eval.checkpoints`, which the command line hands
+in): a ``.ckpt`` file, or a run dir (its best checkpoint, as the run's ``last.ckpt`` records it, else its
+newest); and a captioner export dir
 (``captioner.json``, what ``vlm.generate`` / ``vlm.serve`` load). A checkpoint holds only what trained: the rest
 (the config, the base LLM, the embedded tower's pre-trained weights) comes from the run's ``captioner/`` export,
 and the checkpoint's tensors replace those it holds.
@@ -40,10 +41,9 @@ def _overlay(cap: Captioner, ckpt: Path) -> None:
     cap.vlm.load_state_dict(mine, strict=False)
 
 
-def resolve(ckpt: str) -> tuple[Captioner, list[Path]]:
-    """``(captioner on CPU, the input paths it was read from)``; one ConfigError line for a bad ``ckpt``."""
-    from vlm.eval import checkpoints
-
+def resolve(ckpt: str, checkpoints) -> tuple[Captioner, list[Path]]:
+    """``(captioner on CPU, the input paths it was read from)``; one ConfigError line for a bad ``ckpt``.
+    ``checkpoints(path) -> [(file, {epoch, global_step})]``: ``vlm.eval.checkpoints``."""
     path = Path(ckpt)
     if not path.exists():
         raise ConfigError(f"ckpt: no such file or directory {path}")

@@ -27,13 +27,12 @@ def _vit_as_internvl(encoder):
         use_absolute_position_embeddings=True, use_mean_pooling=False, use_mask_token=False,
         hidden_dropout_prob=0.0, attention_dropout=0.0, projection_dropout=0.0,
     )
-    rename = (("layers.", "encoder.layer."), ("attention.o_proj.", "attention.projection_layer."))
     state = {}
-    for k, v in encoder.state_dict().items():
+    for k, v in encoder.state_dict().items():  # ViT's layers.N.attention.{q,k,v,o}_proj, mlp.fc1/fc2, layernorm_*
         if k.startswith("pooler."):
             continue
-        for a, b in rename:
-            k = k.replace(a, b, 1) if k.startswith(a) or a.startswith("attention") else k
+        if k.startswith("layers."):
+            k = "encoder.layer." + k.removeprefix("layers.").replace(".attention.o_proj.", ".attention.projection_layer.")
         state[k] = v
     for i in range(vc.num_hidden_layers):
         for lam in ("lambda_1", "lambda_2"):
@@ -41,16 +40,24 @@ def _vit_as_internvl(encoder):
     return cfg, state
 
 
-def for_internvl(encoder):
-    """``(InternVLVisionConfig, state dict of InternVLVisionModel)`` holding ``encoder``'s computation."""
+INTERNVL_HOSTS = ("InternVLVisionModel", "ViTModel")
+
+
+def check_internvl(encoder) -> None:
+    """ConfigError naming the tower's class when InternVL-hf cannot hold it."""
     name = type(encoder).__name__
-    if name == "InternVLVisionModel":
-        return encoder.config, encoder.state_dict()
-    if name == "ViTModel":
-        return _vit_as_internvl(encoder)
-    raise ConfigError(f"model.vision: InternVL-hf builds its tower as InternVLVisionModel; {name} has no exact "
+    if name not in INTERNVL_HOSTS:
+        raise ConfigError(f"model.vision: InternVL-hf builds its tower as InternVLVisionModel; {name} has no exact "
                       "equivalent there (export it without pixel shuffle and with model.projector.type=linear "
                       "for the LLaVA layout, which hosts any AutoModel tower)")
+
+
+def for_internvl(encoder):
+    """``(InternVLVisionConfig, state dict of InternVLVisionModel)`` holding ``encoder``'s computation."""
+    check_internvl(encoder)
+    if type(encoder).__name__ == "InternVLVisionModel":
+        return encoder.config, encoder.state_dict()
+    return _vit_as_internvl(encoder)
 
 
 def for_llava(encoder):
