@@ -85,6 +85,9 @@ def test_embedded_default_with_lora_round_trips_token_for_token(lora_run, vlm_ca
     assert inputs[0].parent.name == "checkpoints"
     lora_b = [p for n, p in cap.vlm.llm.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # the adapters trained: the merge changes weights
+    again, _ = resolve(str(inputs[0]), checkpoints)  # the .ckpt file itself: the same tensors
+    assert all(torch.equal(a, b) for a, b in zip(lora_b, [p for n, p in again.vlm.llm.named_parameters()
+                                                          if "lora_B" in n], strict=True))
     # two training steps still end most captions at once: ask both sides for at least 6 tokens (the
     # generation config travels with the export) so the comparison covers real sequences
     cap.vlm.llm.generation_config.min_new_tokens = 6
