@@ -82,7 +82,9 @@ def run(cfg) -> dict:
         got = roundtrip.exported(cfg.out, images, prompt, cfg.max_new_tokens)
         same = roundtrip.agreement(images, ref, got)
         (Path(cfg.out) / "roundtrip.json").write_text(json.dumps(same, indent=1))
-        print(f"export round trip: {same['same']}/{same['n']} images same greedy tokens")
+        mean = sum(map(len, ref)) / max(1, len(ref))
+        print(f"export round trip: {same['same']}/{same['n']} images same greedy tokens ({mean:.1f} new tokens "
+              f"a caption, {len({tuple(r) for r in ref})} distinct captions)")
         if same["mismatches"]:
             p, a, b = same["mismatches"][0]
             raise RuntimeError(f"export round trip: {len(same['mismatches'])} images differ, e.g. {p}: {a} vs {b}")
