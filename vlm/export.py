@@ -65,7 +65,8 @@ def run(cfg) -> dict:
         raise ConfigError("ckpt: hf_vlm export: not wired yet")
     from vlm.eval import checkpoints
 
-    cap, _ = resolve(str(ckpt), checkpoints)
+    cap, read = resolve(str(ckpt), checkpoints)
+    inputs |= {f"ckpt (read from {p})": p for p in read}
     info_model = cap.info.get("model") or {}
     for key, value in (("model.llm.name_or_path", info_model.get("llm", {}).get("name_or_path")),
                        ("model.vision.name_or_path", info_model.get("vision", {}).get("name_or_path"))):

@@ -217,6 +217,11 @@ def test_cli_exports_a_run_dir_and_checks_the_round_trip(lora_run, vlm_cache, tm
     errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert errors == [f"error: out: {out} is not empty; give an empty or new folder, or overwrite=true to replace it"]
     assert (out / "model.safetensors").stat().st_mtime_ns == before
+    # the run's own captioner/ export (what the checkpoint is read over) is an input, overwrite or not
+    r = run_cli("-m", "vlm.export", f"ckpt={lora_run}", f"out={lora_run / 'captioner'}", "overwrite=true",
+                f"hydra.run.dir={tmp_path / 'h3'}")
+    assert r.returncode == 2 and "is (or holds) the input ckpt (read from" in r.stderr, r.stderr[-2000:]
+    assert (lora_run / "captioner" / "captioner.json").is_file()
 
 
 def test_cli_names_what_has_no_standard_equivalent(built, tmp_path):

@@ -58,4 +58,4 @@ def resolve(ckpt: str, checkpoints) -> tuple[Captioner, list[Path]]:
                           "give a finished run's checkpoint)")
     cap = Captioner.load(export, device="cpu")
     _overlay(cap, chosen)
-    return cap, [chosen, run]
+    return cap, [chosen, run, export]
