@@ -136,6 +136,39 @@ def test_pixel_shuffle_replicas_with_tiling_round_trip(built, vlm_cache, tmp_pat
     assert px.shape == (5, 3, 28, 28)
 
 
+def test_an_untied_lm_head_and_large_lora_adapters_travel(built, vlm_cache, tmp_path):
+    """A real LLM may not tie its head to its embeddings (Qwen2.5-7B): the head is written and the config says so;
+    adapters far from zero: the tokens agree only if the merge carried them."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from vlm.models.llm import train_tokenizer
+    from vlm.synth import caption_corpus
+
+    tok = train_tokenizer(caption_corpus(), 400)
+    torch.manual_seed(1)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False,
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).save_pretrained(tmp_path / "llm")
+    tok.save_pretrained(tmp_path / "llm")
+    vision = replicas.internvl_hf_vision(tmp_path / "vision")
+    model = [o for o in TINY if not o.startswith("model.vision.")]
+    cap = _captioner(built, *model, f"model.vision.name_or_path={vision}", f"model.llm.name_or_path={tmp_path / 'llm'}",
+                     "+exp=lora")
+    torch.manual_seed(2)
+    for name, p in cap.vlm.llm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    images = _images(vlm_cache, 4)
+    _, ref, got = _round_trip(cap, tmp_path / "out", images, backend="pil")
+    assert got == ref and all(len(r) >= 4 for r in ref)
+    from safetensors import safe_open
+
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False and config["text_config"]["tie_word_embeddings"] is False
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        assert "language_model.lm_head.weight" in set(f.keys())
+
+
 def test_linear_projector_without_pixel_shuffle_exports_as_llava(built, vlm_cache, tmp_path):
     cap = _captioner(built, "model.projector.type=linear", "model.vision.pixel_shuffle=1")
     cap.vlm.llm.generation_config.min_new_tokens = 4
