@@ -54,8 +54,9 @@ def _check_images(path: str, limit: int) -> list[str]:
 def run(cfg) -> dict:
     from vlm.exporting import roundtrip
     from vlm.exporting.source import resolve
-    from vlm.exporting.writer import check_out, export
+    from vlm.exporting.writer import check_out, dtype_of, export
 
+    dtype_of(cfg.dtype)
     ckpt = Path(str(cfg.ckpt))
     inputs = {"ckpt": ckpt, "ckpt (its run dir)": ckpt.parent.parent if ckpt.suffix == ".ckpt" else ckpt}
     if cfg.check_jsonl:

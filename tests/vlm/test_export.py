@@ -232,7 +232,11 @@ def test_hf_vlm_checkpoints_are_dispatched_to_their_own_export(tmp_path):
     cap.mkdir()
     (cap / "captioner.json").write_text(json.dumps({"model": {"kind": "hf_vlm", "name_or_path": "/m"}}))
     with pytest.raises(ConfigError, match="^ckpt: hf_vlm export: not wired yet$"):
-        run(OmegaConf.create({"ckpt": str(cap), "out": str(tmp_path / "o"), "overwrite": False, "check_jsonl": None}))
+        run(OmegaConf.create({"ckpt": str(cap), "out": str(tmp_path / "o"), "overwrite": False, "check_jsonl": None,
+                              "dtype": "fp32"}))
+    with pytest.raises(ConfigError, match="^dtype: must be one of fp32, bf16, got 'fp16'$"):
+        run(OmegaConf.create({"ckpt": str(cap), "out": str(tmp_path / "o"), "overwrite": False, "check_jsonl": None,
+                              "dtype": "fp16"}))
 
 
 def test_cli_exports_a_run_dir_and_checks_the_round_trip(lora_run, vlm_cache, tmp_path):

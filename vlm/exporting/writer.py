@@ -20,6 +20,12 @@ from vlm.exporting.processor import write_processor
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def dtype_of(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ConfigError(f"dtype: must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
 def check_out(out: str | Path, inputs: dict[str, Path], overwrite: bool) -> Path:
     out = Path(out).absolute()
     for key, path in inputs.items():
@@ -50,13 +56,12 @@ def _generation_config(cap):
 
 def export(cap, out: str | Path, dtype: str = "fp32", source: str = "", overwrite: bool = False) -> Layout:
     """Write ``cap`` (LoRA merged first, in place) as a plain transformers VLM into ``out``; returns the layout."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    torch_dtype = dtype_of(dtype)
     layout = plan(cap)
     merged(cap)
     cap.vlm.to("cpu")
     cap.vlm.tokenizer.padding_side = "left"  # batched generation, as vlm.models.vlm.VLM.generate pads
-    model = hf_model(cap, layout, cap.vlm.image_token_id, DTYPES[dtype])
+    model = hf_model(cap, layout, cap.vlm.image_token_id, torch_dtype)
     model.generation_config = _generation_config(cap)
     out = Path(out).absolute()
     tmp = out.parent / f".{out.name}.tmp"
