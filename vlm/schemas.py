@@ -202,6 +202,22 @@ class CaptionsSchema:
     brands: BrandNormSchema = field(default_factory=BrandNormSchema)
 
 
+@dataclass
+class ExportSchema:
+    """``python -m vlm.export``: a trained captioner as a plain transformers VLM (``vlm.exporting``)."""
+
+    ckpt: str = "???"  # a .ckpt file or a run dir (as vlm.eval takes them), or a captioner export dir
+    out: str = "???"  # the folder to write; refused when it is an input, or not empty without overwrite
+    overwrite: bool = False  # replace a non-empty out (never an input)
+    dtype: str = "fp32"  # fp32 | bf16: the dtype of every exported tensor
+    check_jsonl: str | None = None  # records (id, image) to caption both ways after writing: the round trip
+    check_limit: int = 100  # at most this many of them
+    max_new_tokens: int = 24  # of the round trip's greedy captions
+    package: str = "vlm"
+    task_name: str = "vlm.export"
+    paths: Any = None  # the shared paths group
+
+
 SCHEMAS: dict[str, Any] = {
     "data": DataSchema,
     "model": ModelSchema,
@@ -210,6 +226,7 @@ SCHEMAS: dict[str, Any] = {
 }
 
 # Also registered (schema/vlm/<node>), not checked by vlm.train: the cleaning limits and the captions preset of
-# python -m vlm.annotate, and the nodes of python -m vlm.ingest.
+# python -m vlm.annotate, the nodes of python -m vlm.ingest, and the whole primary config of python -m vlm.export.
 NODES: dict[str, Any] = {**SCHEMAS, "clean": CaptionCleanSchema, "captions": CaptionsSchema,
-                         "ingest_columns": IngestColumnsSchema, "fetch": FetchSchema, "brand_norm": BrandNormSchema}
+                         "ingest_columns": IngestColumnsSchema, "fetch": FetchSchema, "brand_norm": BrandNormSchema,
+                         "export": ExportSchema}
