@@ -83,8 +83,9 @@ def group_of(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-def param_groups(vlm: VLM, lr: float, weight_decay: float, lr_groups) -> list[dict]:
-    """One optimiser group per trainable part at ``lr_groups.<part>`` (else ``lr``); no decay on biases and norms."""
+def param_groups(vlm: VLM, lr: float, weight_decay: float, lr_groups, group_of=group_of) -> list[dict]:
+    """One optimiser group per trainable part at ``lr_groups.<part>`` (else ``lr``); no decay on biases and norms.
+    ``group_of(parameter name) -> part``: the composed model's names start with the part (a whole VLM's do not)."""
     lrs = {g: lr_groups.get(g) for g in GROUPS}
     groups = []
     for g in GROUPS:
@@ -108,7 +109,7 @@ def trainable_state_dict(vlm: VLM) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in vlm.state_dict().items() if k in keep}
 
 
-def count_params(vlm: VLM) -> dict[str, int]:
+def count_params(vlm: VLM, group_of=group_of) -> dict[str, int]:
     out = {}
     for g in GROUPS:
         ps = [p for n, p in vlm.named_parameters() if group_of(n) == g]
