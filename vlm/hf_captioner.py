@@ -89,3 +89,26 @@ class HfCaptioner:
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
         return self.vlm.save_pretrained(out_dir)
+
+
+def from_checkpoint(model_cfg, ckpt: str | Path) -> HfVLM:
+    """The model of a ``model=hf_vlm`` run (``model_cfg``: its ``model`` node) with a Lightning checkpoint's weights."""
+    vlm = HfVLM.from_config(model_cfg)
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as e:
+        raise ConfigError(f"ckpt: cannot read {ckpt}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    state = {k.removeprefix("vlm."): v for k, v in state.items()}
+    own = dict(vlm.named_parameters())
+    missing = [k for k in own if own[k].requires_grad and k not in state]
+    unknown = [k for k in state if k not in own]
+    if missing or unknown:
+        raise ConfigError(f"ckpt: {ckpt} does not match model.name_or_path={model_cfg.name_or_path} with this policy "
+                          f"(missing {missing[:3]}, unknown {unknown[:3]})")
+    vlm.load_state_dict(state, strict=False)
+    return vlm
+
+
+def export_pretrained(model_cfg, ckpt: str | Path, out_dir: str | Path) -> Path:
+    """``python -m vlm.export`` for a ``model=hf_vlm`` run: the checkpoint as a plain transformers VLM dir (LoRA merged)."""
+    return from_checkpoint(model_cfg, ckpt).save_pretrained(out_dir)

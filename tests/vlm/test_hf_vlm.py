@@ -119,9 +119,11 @@ def test_train_test_caption_and_export_in_process(hf_cfg, family, tmp_path):
     images = [records[p["id"]]["image"] for p in same]
     assert cap.caption(images, prompt=PROMPT, max_new_tokens=6) == [p["pred"] for p in same]
 
-    # the plain transformers export (LoRA merged): same greedy tokens with no code of this repository
+    # the plain transformers export of the checkpoint (LoRA merged): same greedy tokens with no code of this repository
+    from vlm.hf_captioner import export_pretrained
+
     ids = cap.generate_ids(images, prompt=PROMPT, max_new_tokens=6)
-    plain_dir = cap.save_pretrained(tmp_path / "plain")
+    plain_dir = export_pretrained(cfg.model, next((out / "checkpoints").glob("epoch_*.ckpt")), tmp_path / "plain")
     model = AutoModelForImageTextToText.from_pretrained(plain_dir).eval()
     processor = AutoProcessor.from_pretrained(plain_dir)
     assert not any("lora" in n for n, _ in model.named_parameters())
@@ -236,3 +238,16 @@ def test_hf_vlm_config_errors_name_the_key(hf_cfg, tmp_path):
         _build(hf_cfg("llava", *DATA, path=tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match=r"^data.tiles.max_num: model=hf_vlm tiles images with its own processor"):
         _build(hf_cfg("llava", *DATA, "data.tiles.max_num=4"))
+
+
+def test_bf16_frozen_parts_with_fp32_trainables_train_on_cpu(hf_cfg):
+    """The dtype policy: frozen parts stay as loaded (bf16), what trains is fp32, and the seams between them cast."""
+    module, dm = _build(hf_cfg("llava_next", *DATA, "+exp=hf_vlm_lora", "model.dtype=bf16"))
+    params = dict(module.vlm.named_parameters())
+    assert {str(p.dtype) for p in params.values() if not p.requires_grad} == {"torch.bfloat16"}
+    assert {str(p.dtype) for p in params.values() if p.requires_grad} == {"torch.float32"}
+    loss = module._loss(next(iter(dm.train_dataloader())))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params.values() if p.requires_grad)
+    assert all(p.grad is None for p in params.values() if not p.requires_grad)

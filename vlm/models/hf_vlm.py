@@ -143,6 +143,8 @@ class HfVLM(nn.Module):
             enable_checkpointing(self.hf)
             self.hf.enable_input_require_grads()  # frozen embeddings: the checkpointed blocks still get a grad
         policy.upcast_trainable(self)
+        for m in self._part_modules():  # an fp32 projector after a bf16 tower, a bf16 LLM after it: cast at the seams
+            m.register_forward_pre_hook(_cast_inputs, with_kwargs=True)
         self.frozen_modules = [m for m in self._part_modules() if not any(p.requires_grad for p in m.parameters())]
 
     def _part_modules(self) -> list[nn.Module]:
@@ -195,6 +197,17 @@ class HfVLM(nn.Module):
         model.save_pretrained(out_dir)
         self.processor.save_pretrained(out_dir)
         return out_dir
+
+
+def _cast_inputs(module: nn.Module, args: tuple, kwargs: dict):
+    """Floating-point tensor inputs of a part in the dtype of its own first parameter (the composed model casts
+    the tower's output to the projector's dtype the same way)."""
+    dtype = next(module.parameters()).dtype
+
+    def cast(v):
+        return v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype else v
+
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
 
 def cut(row: list[int], eos_ids: list[int], pad_id: int | None) -> list[int]:
