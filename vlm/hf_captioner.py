@@ -21,7 +21,7 @@ from common.errors import ConfigError
 from vlm.chat import IMAGE_TOKEN
 from vlm.hf_data import load_image, render
 from vlm.models.hf_vlm import HfVLM
-from vlm.policy import trainable_state_dict
+from vlm.policy import build_hf_vlm, trainable_state_dict
 
 EXPORT_FILE = "captioner.json"
 WEIGHTS_FILE = "trainable.safetensors"
@@ -52,7 +52,7 @@ class HfCaptioner:
         from safetensors.torch import load_file
 
         path = Path(path)
-        vlm = HfVLM.from_config(OmegaConf.create(info["model"]))
+        vlm = build_hf_vlm(OmegaConf.create(info["model"]))
         state = load_file(str(path / WEIGHTS_FILE))
         own = dict(vlm.named_parameters())
         missing = [k for k in own if own[k].requires_grad and k not in state]
@@ -93,7 +93,7 @@ class HfCaptioner:
 
 def from_checkpoint(model_cfg, ckpt: str | Path) -> HfVLM:
     """The model of a ``model=hf_vlm`` run (``model_cfg``: its ``model`` node) with a Lightning checkpoint's weights."""
-    vlm = HfVLM.from_config(model_cfg)
+    vlm = build_hf_vlm(model_cfg)
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as e:

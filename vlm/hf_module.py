@@ -15,8 +15,8 @@ import torch
 from omegaconf import OmegaConf
 
 from common.errors import ConfigError
+from vlm import policy
 from vlm.hf_data import HfCaptionData
-from vlm.models.hf_vlm import HfVLM
 from vlm.module import CaptionModule
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ class HfCaptionModule(CaptionModule):
         return texts, batch["thumbs"].float() / 255.0
 
     def _param_groups(self) -> list[dict]:
-        return self.vlm.param_groups(self.optim_cfg.lr, self.optim_cfg.weight_decay, self.lr_groups)
+        return policy.param_groups(self.vlm, self.optim_cfg.lr, self.optim_cfg.weight_decay, self.lr_groups,
+                                   group_of=self.vlm.group_of)
 
     def _export(self, output_dir: Path) -> Path:
         from vlm.hf_captioner import save_captioner
@@ -51,9 +52,9 @@ def build(cfg):
     if cfg.data.with_desc:
         raise ConfigError("data.with_desc: the extra description turns are not built for model=hf_vlm")
     dm = HfCaptionData(cfg.data, 0, cfg.paths.cache_dir, seed=cfg.seed)  # the processor sizes the images
-    vlm = HfVLM.from_config(model_cfg)
+    vlm = policy.build_hf_vlm(model_cfg)
     dm.attach_processor(vlm.processor, model_cfg.max_length)
-    log.info("parameters: %s", vlm.count_params())
+    log.info("parameters: %s", policy.count_params(vlm, group_of=vlm.group_of))
     model = OmegaConf.to_container(model_cfg, resolve=True)
     model["name_or_path"] = str(Path(str(model_cfg.name_or_path)).resolve())
     info = {"kind": "hf_vlm", "model": model, "crop": bool(cfg.data.crop), "crop_margin": float(cfg.data.crop_margin),

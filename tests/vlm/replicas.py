@@ -245,7 +245,13 @@ def _save(model, processor, tok, out: Path) -> Path:
 
 
 def llava(out: Path) -> Path:
-    from transformers import CLIPImageProcessor, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tok = _tokenizer(["</s>", "<image>"], "</s>")
     cfg = LlavaConfig(vision_config=_clip(), text_config=_text_config(LlamaConfig, tok),
@@ -260,8 +266,13 @@ def llava(out: Path) -> Path:
 
 
 def llava_next(out: Path) -> Path:
-    from transformers import (LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
-                              LlavaNextImageProcessor, LlavaNextProcessor)
+    from transformers import (
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
 
     tok = _tokenizer(["</s>", "<image>"], "</s>")
     pins = [[IMAGE, IMAGE], [IMAGE, 2 * IMAGE], [2 * IMAGE, IMAGE], [2 * IMAGE, 2 * IMAGE]]
@@ -278,8 +289,13 @@ def llava_next(out: Path) -> Path:
 
 
 def qwen2_vl(out: Path) -> Path:
-    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
-                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
     from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig
 
     specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -301,8 +317,15 @@ def qwen2_vl(out: Path) -> Path:
 
 
 def internvl(out: Path) -> Path:
-    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
-                              InternVLProcessor, InternVLVideoProcessor, InternVLVisionConfig, Qwen2Config)
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        InternVLVisionConfig,
+        Qwen2Config,
+    )
 
     named = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
              "video_token": "<video>"}
@@ -314,7 +337,7 @@ def internvl(out: Path) -> Path:
     torch.manual_seed(0)
     model = InternVLForConditionalGeneration(cfg)
     size = {"height": IMAGE, "width": IMAGE}
-    ip = GotOcr2ImageProcessor(size=size, max_patches=4)
+    ip = GotOcr2ImageProcessor(size=size, max_patches=2)  # dynamic tiling: 2 tiles + thumbnail at most
     vp = InternVLVideoProcessor(size=size)
     proc = InternVLProcessor(image_processor=ip, tokenizer=tok, video_processor=vp, image_seq_length=1,
                              chat_template=INTERNVL_TEMPLATE)

@@ -19,7 +19,7 @@ from tests.vlm import replicas
 DATA = [
     "data.synthetic.brands=3", "data.synthetic.train_logo_per_brand=8", "data.synthetic.train_none=8",
     "data.synthetic.train_none_brand_per_brand=2", "data.synthetic.eval_logo_per_brand=2", "data.synthetic.eval_none=2",
-    "data.synthetic.eval_none_brand_per_brand=1", "data.train_eval_size=8", "data.batch_size=8",
+    "data.synthetic.eval_none_brand_per_brand=1", "data.train_eval_size=4", "data.batch_size=8",
     "data.eval_batch_size=16",
 ]
 FAST = [*DATA, "trainer.max_epochs=1", "eval.max_new_tokens=6",

@@ -1,5 +1,5 @@
 """A whole pre-trained VLM (``AutoModelForImageTextToText`` + its ``AutoProcessor``) under the composed captioner's
-policy: its parameters named by part (``vision`` / ``projector`` / ``llm``), each part frozen or trained, LoRA
+policy (``vlm.policy.build_hf_vlm``): its parameters named by part (``vision`` / ``projector`` / ``llm``), each part frozen or trained, LoRA
 (peft) on the language model's linear layers only, trainable tensors in fp32 (frozen ones as loaded), and the
 export as a plain transformers VLM dir with the LoRA merged.
 
@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
-from vlm import policy
-from vlm.models.vision import enable_checkpointing, torch_dtype
+from vlm.models.vision import torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -77,34 +76,30 @@ def load(model_cfg):
 class HfVLM(nn.Module):
     """``hf`` (the transformers model, LoRA layers injected in place) and its ``processor``."""
 
-    def __init__(self, hf: nn.Module, processor, model_cfg):
+    def __init__(self, hf: nn.Module, processor):
         super().__init__()
         self.hf = hf
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.__dict__["peft"] = None  # the PeftModel around ``hf`` (not a submodule: parameter names stay hf.*)
+        self.frozen_modules: list[nn.Module] = []
         outside = sorted({n.rsplit(".", 1)[0] for n, _ in hf.named_parameters() if part_of(n) is None})
         if outside:
             raise ConfigError(f"model.name_or_path: {type(hf).__name__} has parameters outside a vision tower, projector "
                               f"and language model (e.g. {outside[0]}): not a supported family")
-        self._apply_policy(model_cfg)
         gen = hf.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
         self.pad_id = gen.pad_token_id if gen.pad_token_id is not None else self.tokenizer.pad_token_id
 
-    @classmethod
-    def from_config(cls, model_cfg) -> HfVLM:
-        hf, processor = load(model_cfg)
-        return cls(hf, processor, model_cfg)
-
-    # ---- policy ---------------------------------------------------------------------------------------------
+    # ---- parts ----------------------------------------------------------------------------------------------
     def group_of(self, name: str) -> str | None:
         """The part of a parameter name of this module (``hf.model.visual.merger...`` -> ``projector``)."""
         return part_of(name.removeprefix("hf."))
 
-    def _set_part(self, part: str, flag: bool) -> None:
-        for prefix, p in sorted(PARTS, key=lambda x: len(x[0])):  # Qwen2-VL: visual first, then its merger
+    def set_part(self, part: str, flag: bool) -> None:
+        """``requires_grad`` of every parameter of ``part`` (Qwen2-VL: the visual tower first, then its merger)."""
+        for prefix, p in sorted(PARTS, key=lambda x: len(x[0])):
             if p != part:
                 continue
             try:
@@ -115,39 +110,7 @@ class HfVLM(nn.Module):
                 except AttributeError:
                     continue
 
-    def _apply_policy(self, cfg) -> None:
-        lora = cfg.lora
-        if lora.enabled and cfg.train_llm:
-            raise ConfigError("model.train_llm: LoRA trains adapters on a frozen language model; set train_llm=false with lora")
-        if lora.enabled:
-            from peft import LoraConfig, get_peft_model
-
-            names = [n for n, m in self.hf.named_modules()
-                     if part_of(n) == "llm" and isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in lora.target_modules]
-            found = {n.rsplit(".", 1)[-1] for n in names}
-            missing = [t for t in lora.target_modules if t not in found]
-            if missing:
-                raise ConfigError(f"model.lora.target_modules: no linear layer named {missing} in the language model")
-            pc = LoraConfig(r=int(lora.r), lora_alpha=float(lora.alpha), lora_dropout=float(lora.dropout),
-                            target_modules=names, bias="none")
-            self.__dict__["peft"] = get_peft_model(self.hf, pc)  # injects the adapters into self.hf in place
-        # peft froze everything but the adapters: the part flags come after it, then the adapters train again
-        for part, flag in (("vision", cfg.train_vision), ("projector", cfg.train_projector), ("llm", cfg.train_llm)):
-            self._set_part(part, bool(flag))
-        for n, p in self.hf.named_parameters():
-            if "lora_" in n:
-                p.requires_grad_(True)
-        if not any(p.requires_grad for p in self.parameters()):
-            raise ConfigError("model: nothing to train (train_vision, train_projector, train_llm all false, no LoRA)")
-        if cfg.gradient_checkpointing:
-            enable_checkpointing(self.hf)
-            self.hf.enable_input_require_grads()  # frozen embeddings: the checkpointed blocks still get a grad
-        policy.upcast_trainable(self)
-        for m in self._part_modules():  # an fp32 projector after a bf16 tower, a bf16 LLM after it: cast at the seams
-            m.register_forward_pre_hook(_cast_inputs, with_kwargs=True)
-        self.frozen_modules = [m for m in self._part_modules() if not any(p.requires_grad for p in m.parameters())]
-
-    def _part_modules(self) -> list[nn.Module]:
+    def part_modules(self) -> list[nn.Module]:
         out = []
         for prefix, _ in PARTS:
             try:
@@ -156,11 +119,11 @@ class HfVLM(nn.Module):
                 continue
         return out
 
-    def count_params(self) -> dict[str, int]:
-        return policy.count_params(self, group_of=self.group_of)
-
-    def param_groups(self, lr: float, weight_decay: float, lr_groups) -> list[dict]:
-        return policy.param_groups(self, lr, weight_decay, lr_groups, group_of=self.group_of)
+    def cast_at_seams(self) -> None:
+        """Each part casts its floating-point inputs to its own dtype (a bf16 tower -> an fp32 projector -> a bf16
+        LLM with fp32 adapters), as the composed model casts the tower's output to the projector's dtype."""
+        for m in self.part_modules():
+            m.register_forward_pre_hook(_cast_inputs, with_kwargs=True)
 
     # ---- loss and generation --------------------------------------------------------------------------------
     def _cast(self, inputs: dict) -> dict:
