@@ -75,7 +75,7 @@ def test_train_test_caption_and_export_in_process(hf_cfg, family, tmp_path):
     from vlm.schemas import schemas_for
 
     overlay, moved, kept = CASES[family]
-    cfg = hf_cfg(family, *overlay, *FAST)
+    cfg = hf_cfg(family, *overlay, *FAST, "logger=none", "eval.grid_samples=0")  # MLflow and the grid: the CLI test
     module, dm = _build(cfg)
     vlm = module.vlm
     before = _snapshot(module)
