@@ -82,9 +82,13 @@ class HfCaptioner:
                                      num_beams=num_beams, use_cache=use_cache, seed=seed)
         return out
 
-    def caption(self, images: Sequence, prompt: str | None = None, **kw) -> list[str]:
-        """One caption per image (paths or PIL images); ``temperature=0``: greedy (or beam with ``num_beams>1``)."""
-        ids = self.generate_ids(images, prompt, **kw)
+    def caption(self, images: Sequence, prompt: str | None = None, temperature: float = 0.0, top_p: float = 1.0,
+                max_new_tokens: int = 32, num_beams: int = 1, use_cache: bool = True, seed: int | None = None,
+                batch_size: int = 64) -> list[str]:
+        """One caption per image (paths or PIL images); ``temperature=0``: greedy (or beam with ``num_beams>1``).
+        The signature is :meth:`vlm.captioner.Captioner.caption`'s, so ``vlm.generate`` and ``vlm.serve`` take either."""
+        ids = self.generate_ids(images, prompt, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                num_beams=num_beams, use_cache=use_cache, seed=seed, batch_size=batch_size)
         return [t.strip() for t in self.vlm.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
