@@ -5,9 +5,9 @@ the text) rendered by ``processor.apply_chat_template``; the text up to the firs
 with ``add_generation_prompt=True`` and must be a prefix of the full conversation, else the labels would be
 wrong (a template mismatch, refused when the data is attached). A batch is built by the processor itself
 (``processor(images=..., text=...)``: image tokens expanded the family's way, anyres / dynamic-resolution pixels)
-in the DataLoader's collate, so pixels are decoded per batch as in ``vlm.data``. Labels are the tokens after the
-generation prompt (the assistant turn and its end-of-turn token); the prompt, the image tokens and the padding
-are -100, and a row with no supervised token left (a template that drops the assistant turn, a
+in the DataLoader's collate, so pixels are decoded per batch as in ``vlm.data``. Labels are each assistant
+turn's tokens after its generation prompt (with its end-of-turn token); prompts, other turns, image tokens and
+padding are -100, and a row with no supervised token left (a template that drops the assistant turn, a
 ``model.max_length`` that cuts it) stops with one line naming the record.
 """
 
@@ -64,7 +64,26 @@ def load_image(path: str, bbox=None, crop: bool = False, margin: float = 0.1) ->
 class Item:
     rec: Record
     full: str  # the conversation, rendered
-    prompt: str  # up to the generation prompt
+    prompt: str  # up to the first generation prompt (what generation sees)
+    turns: list[tuple[str, str]]  # per assistant turn: the text up to its generation prompt, and up to its end
+
+
+def _turns(processor, messages: list[dict]) -> tuple[str, list[tuple[str, str]]]:
+    full = render(processor, messages, add_generation_prompt=False)
+    turns = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prefix = render(processor, messages[:i], add_generation_prompt=True)
+        upto = render(processor, messages[: i + 1], add_generation_prompt=False)
+        if not full.startswith(prefix) or not upto.startswith(prefix):
+            raise TemplateError(f"chat template mismatch: the conversation up to the generation prompt of assistant "
+                                f"turn {i} is not a prefix of the full conversation")
+        if not str(m["content"]).strip() or str(m["content"]).strip() not in upto[len(prefix):]:
+            raise TemplateError(f"the chat template does not render assistant turn {i} after its generation prompt: "
+                                "no token to supervise")
+        turns.append((prefix, upto))
+    return full, turns
 
 
 class HfCaptionDataset(Dataset):
@@ -73,17 +92,10 @@ class HfCaptionDataset(Dataset):
         self.items = []
         for rec in records:
             try:
-                full = render(processor, rec.messages, add_generation_prompt=False)
-                prompt = render(processor, rec.prompt_messages, add_generation_prompt=True)
-                if not full.startswith(prompt):
-                    raise TemplateError("chat template mismatch: the conversation up to the generation prompt is not "
-                                        "a prefix of the full conversation")
-                if rec.caption.strip() not in full[len(prompt):]:
-                    raise TemplateError("the chat template does not render the assistant turn after the generation "
-                                        "prompt: no token to supervise")
+                full, turns = _turns(processor, rec.messages)
             except TemplateError as e:
                 raise TemplateError(f"record {rec.id}: {e}") from None
-            self.items.append(Item(rec, full, prompt))
+            self.items.append(Item(rec, full, turns[0][0], turns))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -94,27 +106,43 @@ class HfCaptionDataset(Dataset):
         return {"item": it, "image": img}
 
 
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _labels(processor, enc, batch: list[dict], max_length: int | None) -> torch.Tensor:
-    """-100 on the prompt (image tokens included) and the padding of a right-padded batch ``enc``."""
+    """Labels of a right-padded batch ``enc``: the tokens of each assistant turn (up to its end-of-turn), -100 on
+    the prompts, other turns, image tokens and padding. Token positions come from tokenizing the rendered text
+    (without images) up to each turn: the processor's image-token expansion lies before the first of them."""
     tok = processor.tokenizer
-    plain = tok([b["item"].full for b in batch] + [b["item"].prompt for b in batch], add_special_tokens=False)["input_ids"]
-    n = len(batch)
+    texts = [t for b in batch for t in (b["item"].full, *(x for turn in b["item"].turns for x in turn))]
+    plain = iter(tok(texts, add_special_tokens=False)["input_ids"])
     ids, mask = enc["input_ids"], enc["attention_mask"]
     labels = torch.full_like(ids, IGNORE)
     for i, b in enumerate(batch):
-        pf, pp = plain[i], plain[n + i]
+        pf = next(plain)
+        turns = [(next(plain), next(plain)) for _ in b["item"].turns]
         rid = b["item"].rec.id
-        if pf[: len(pp)] != pp:
+        first = len(turns[0][0])
+        if pf[:first] != turns[0][0]:
             raise TemplateError(f"record {rid}: the tokens of the generation prompt are not a prefix of the "
                                 "conversation's (the tokenizer merges across the assistant turn's start)")
         length = int(mask[i].sum())
-        start = length - len(pf) + len(pp)  # the processor's image-token expansion lies inside the prompt
-        if ids[i, start:length].tolist() != pf[len(pp):]:
+        shift = length - len(pf)  # image tokens (and any special tokens the processor adds) before the first turn
+        if ids[i, shift + first:length].tolist() != pf[first:]:
             raise TemplateError(f"record {rid}: the processor's input ids do not end with the assistant turn's tokens")
-        labels[i, start:length] = ids[i, start:length]
+        for pre, upto in turns:
+            a, z = _common(pre, pf), _common(upto, pf)
+            labels[i, shift + a:shift + z] = ids[i, shift + a:shift + z]
         if max_length is not None:
             labels[i, max_length:] = IGNORE
         if not bool((labels[i] != IGNORE).any()):
+            start = shift + first
             why = (f"model.max_length={max_length} cuts it (the prompt, image tokens included, is {start} tokens)"
                    if max_length is not None and start >= max_length else "the chat template renders no assistant token")
             raise TemplateError(f"record {rid}: no supervised token: {why}")

@@ -192,11 +192,12 @@ def _with_template(src: Path, dst: Path, template: str) -> Path:
 TEMPLATES = {  # a processor whose chat template would supervise nothing -> the one-line error it gets
     "empty_assistant_turn": (replicas.QWEN_TEMPLATE.replace("{{ c['text'] }}", "{% if message['role'] != 'assistant' %}"
                                                             "{{ c['text'] }}{% endif %}"),
-                             "the chat template does not render the assistant turn after the generation prompt: "
+                             "the chat template does not render assistant turn 1 after its generation prompt: "
                              "no token to supervise"),
     "no_assistant_turn": (replicas.QWEN_TEMPLATE.replace("{% for message in messages %}",
                                                          "{% for message in messages if message['role'] != 'assistant' %}"),
-                          "chat template mismatch: the conversation up to the generation prompt is not a prefix"),
+                          "chat template mismatch: the conversation up to the generation prompt of assistant turn 1 "
+                          "is not a prefix of the full conversation"),
 }
 
 
@@ -230,6 +231,25 @@ def test_labels_are_the_assistant_tokens_only(hf_cfg):
         ids = batch["inputs"]["input_ids"][i]
         start = int((batch["labels"][i] != -100).nonzero()[0])
         assert tok.decode(ids[:start]).endswith("<|im_start|>assistant\n")
+
+
+def test_a_multi_turn_conversation_supervises_each_assistant_turn_only(hf_cfg):
+    """A LLaVA-style record with two exchanges: both answers (and their end-of-turn) are labels, the second
+    question is not."""
+    from vlm.data import Record
+    from vlm.hf_data import HfCaptionDataset, collate
+
+    _, dm = _build(hf_cfg("qwen2_vl", *DATA))
+    image = dm.records["train"][0].image
+    msgs = [{"role": "user", "content": "<image>\nWhat product is this?"}, {"role": "assistant", "content": "A red bag."},
+            {"role": "user", "content": "Which brand?"}, {"role": "assistant", "content": "Velora."}]
+    ds = HfCaptionDataset([Record("two-turns", image, "Velora", "logo", msgs)], dm.processor)
+    batch = collate(dm.processor, None, True)([ds[0]])
+    labels = batch["labels"][0]
+    supervised = labels[labels != -100].tolist()
+    assert dm.tokenizer.decode(supervised) == "A red bag.<|im_end|>\nVelora.<|im_end|>\n"
+    ids = batch["inputs"]["input_ids"][0]
+    assert "Which brand?" in dm.tokenizer.decode(ids[labels == -100])
 
 
 def test_hf_vlm_config_errors_name_the_key(hf_cfg, tmp_path):
