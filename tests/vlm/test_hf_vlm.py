@@ -265,8 +265,11 @@ def test_hf_vlm_config_errors_name_the_key(hf_cfg, tmp_path):
         _build(hf_cfg("llava", *DATA, "data.tiles.max_num=4"))
 
 
-def test_bf16_frozen_parts_with_fp32_trainables_train_on_cpu(hf_cfg):
-    """The dtype policy: frozen parts stay as loaded (bf16), what trains is fp32, and the seams between them cast."""
+def test_bf16_frozen_parts_with_fp32_trainables_train_on_cpu(hf_cfg, tmp_path):
+    """The dtype policy: frozen parts stay as loaded (bf16), what trains is fp32, and the seams between them cast;
+    the plain export is all bf16 again."""
+    from safetensors import safe_open
+
     module, dm = _build(hf_cfg("llava_next", *DATA, "+exp=hf_vlm_lora", "model.dtype=bf16"))
     params = dict(module.vlm.named_parameters())
     assert {str(p.dtype) for p in params.values() if not p.requires_grad} == {"torch.bfloat16"}
@@ -276,3 +279,6 @@ def test_bf16_frozen_parts_with_fp32_trainables_train_on_cpu(hf_cfg):
     assert torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params.values() if p.requires_grad)
     assert all(p.grad is None for p in params.values() if not p.requires_grad)
+    out = module.vlm.save_pretrained(tmp_path / "plain")
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"BF16"}

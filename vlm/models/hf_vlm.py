@@ -153,11 +153,14 @@ class HfVLM(nn.Module):
     def save_pretrained(self, out_dir: str | Path) -> Path:
         """A plain transformers VLM dir (LoRA merged into the language model, ``merge_and_unload``) with the
         processor: ``AutoModelForImageTextToText.from_pretrained(out_dir)`` + ``AutoProcessor`` need no code of
-        this repository. ``self`` keeps its adapters (the merge runs on a copy)."""
+        this repository, in the dtype the model was loaded in. ``self`` keeps its adapters (the merge runs on a copy)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         model = copy.deepcopy(self.peft).merge_and_unload() if self.peft is not None else self.hf
-        model.save_pretrained(out_dir)
+        # one storage dtype, the loaded one (the frozen parts'): the fp32 trainables are cast to it
+        dtype = next((p.dtype for p in self.parameters() if not p.requires_grad), torch.float32)
+        state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+        model.save_pretrained(out_dir, state_dict=state)
         self.processor.save_pretrained(out_dir)
         return out_dir
 
