@@ -49,6 +49,8 @@ class HfCaptionModule(CaptionModule):
 def build(cfg):
     torch.manual_seed(cfg.seed)
     model_cfg = cfg.model
+    if not Path(str(model_cfg.name_or_path)).is_dir():  # (a missing value fails here too) before any data is built
+        raise ConfigError(f"model.name_or_path: no model dir at {model_cfg.name_or_path}")
     if cfg.data.with_desc:
         raise ConfigError("data.with_desc: the extra description turns are not built for model=hf_vlm")
     dm = HfCaptionData(cfg.data, 0, cfg.paths.cache_dir, seed=cfg.seed)  # the processor sizes the images
