@@ -337,7 +337,7 @@ def internvl(out: Path) -> Path:
     torch.manual_seed(0)
     model = InternVLForConditionalGeneration(cfg)
     size = {"height": IMAGE, "width": IMAGE}
-    ip = GotOcr2ImageProcessor(size=size, max_patches=2)  # dynamic tiling: 2 tiles + thumbnail at most
+    ip = GotOcr2ImageProcessor(size=size, max_patches=4)  # dynamic tiling: a square image is 2x2 + thumbnail
     vp = InternVLVideoProcessor(size=size)
     proc = InternVLProcessor(image_processor=ip, tokenizer=tok, video_processor=vp, image_seq_length=1,
                              chat_template=INTERNVL_TEMPLATE)

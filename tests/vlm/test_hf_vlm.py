@@ -252,6 +252,23 @@ def test_a_multi_turn_conversation_supervises_each_assistant_turn_only(hf_cfg):
     assert "Which brand?" in dm.tokenizer.decode(ids[labels == -100])
 
 
+def test_lr_groups_per_part_and_each_familys_image_inputs(hf_cfg):
+    """lr_groups.<part> for the trainable parts of a whole VLM (the overlay's LLM and projector rates); and the
+    processors' own image handling reaches the model: LLaVA-NeXT's anyres patches, InternVL's tiles, Qwen2-VL's grid."""
+    module, dm = _build(hf_cfg("llava_next", *DATA, "+exp=hf_vlm_lora"))
+    groups = module._param_groups()
+    assert {g["name"]: g["lr"] for g in groups} == {"projector": 0.0002, "projector_nd": 0.0002, "llm": 0.0005}
+    grouped = [id(p) for g in groups for p in g["params"]]
+    trainable = [id(p) for p in module.vlm.parameters() if p.requires_grad]
+    assert sorted(grouped) == sorted(trainable)
+    inputs = next(iter(dm.train_dataloader()))["inputs"]
+    assert inputs["pixel_values"].shape[:2] == (8, 5) and inputs["image_sizes"].tolist()[0] == [64, 64]  # 2x2 + base
+    _, dm = _build(hf_cfg("internvl", *DATA))
+    assert next(iter(dm.train_dataloader()))["inputs"]["pixel_values"].shape[0] == 8 * 5  # 2x2 tiles + thumbnail each
+    _, dm = _build(hf_cfg("qwen2_vl", *DATA))
+    assert next(iter(dm.train_dataloader()))["inputs"]["image_grid_thw"].tolist()[0] == [1, 4, 4]
+
+
 def test_hf_vlm_config_errors_name_the_key(hf_cfg, tmp_path):
     from common.errors import ConfigError
 
