@@ -22,6 +22,10 @@ def image_size_of(model_cfg) -> int:
 
 
 def build(cfg):
+    if cfg.model.get("kind") == "hf_vlm":  # a whole pre-trained VLM: vlm.hf_module
+        from vlm.hf_module import build as build_hf
+
+        return build_hf(cfg)
     torch.manual_seed(cfg.seed)
     model_cfg = cfg.model
     size = image_size_of(model_cfg)

@@ -88,6 +88,10 @@ class Captioner:
         if not (path / EXPORT_FILE).is_file():
             raise ConfigError(f"{path}: not a captioner export (no {EXPORT_FILE})")
         info = json.loads((path / EXPORT_FILE).read_text())
+        if info.get("kind") == "hf_vlm":  # a whole pre-trained VLM (model=hf_vlm)
+            from vlm.hf_captioner import HfCaptioner
+
+            return HfCaptioner.load(path, info, device)
         model_cfg = OmegaConf.create(info["model"])
         llm_path = Path(info["llm_path"])
         if not llm_path.is_absolute():

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf, open_dict
 
 from common import entry
 from common.errors import ConfigError
-from vlm.schemas import SCHEMAS
+from vlm.schemas import schemas_for
 
 log = logging.getLogger(__name__)
 SPLITS = ("test",)
@@ -102,7 +102,7 @@ def evaluate(cfg) -> list[dict]:
             tags["source_run_id"] = source.read_text().strip()
         job = _job(cfg, base, job_out, ckpt, label, tags)
         log.info("evaluating %s (epoch %s)", name, meta["epoch"])
-        run.train(job, build=build, schemas=SCHEMAS)
+        run.train(job, build=build, schemas=schemas_for(job))
         metrics = json.loads((job_out / "metrics.json").read_text())
         results.append({"ckpt": name, **meta, **metrics})
     rows = ["| ckpt | epoch | " + " | ".join(cfg.report_metrics) + " |", "|---" * (2 + len(cfg.report_metrics)) + "|"]

@@ -37,13 +37,38 @@ class CaptionModule(pl.LightningModule):
         for m in getattr(self.vlm, "frozen_modules", []):
             m.eval()
 
+    # The model behind the module: a subclass for another model kind overrides these four (vlm.hf_module).
+    def _loss(self, batch) -> torch.Tensor:
+        return self.vlm(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixels"])
+
+    def _batch_size(self, batch) -> int:
+        return len(batch["prompts"])
+
+    def _captions(self, batch) -> tuple[list[str], torch.Tensor]:
+        """Greedy (or configured) captions of a batch and each sample's image for the grid (float, 0..1)."""
+        ec = self.eval_cfg
+        out = self.vlm.generate(batch["pixels"], batch["prompts"], max_new_tokens=ec.max_new_tokens,
+                                num_beams=ec.num_beams, do_sample=ec.do_sample, temperature=ec.temperature,
+                                top_p=ec.top_p)
+        texts = self.vlm.tokenizer.batch_decode(out, skip_special_tokens=True)
+        ends = np.cumsum(batch.get("n_tiles") or [1] * len(texts))
+        return texts, batch["pixels"][torch.as_tensor(ends - 1)]  # each sample's last tile: its thumbnail when tiled
+
+    def _param_groups(self) -> list[dict]:
+        return policy.param_groups(self.vlm, self.optim_cfg.lr, self.optim_cfg.weight_decay, self.lr_groups)
+
+    def _export(self, output_dir: Path) -> Path:
+        from vlm.captioner import save_captioner
+
+        return save_captioner(self.vlm, Path(output_dir) / "captioner", self.export_info)
+
     def training_step(self, batch, batch_idx):
-        loss = self.vlm(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixels"])
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["prompts"]))
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=self._batch_size(batch))
         return loss
 
     def configure_optimizers(self):
-        groups = policy.param_groups(self.vlm, self.optim_cfg.lr, self.optim_cfg.weight_decay, self.lr_groups)
+        groups = self._param_groups()
         return optim.configure(groups, self.optim_cfg, self.scheduler_cfg, self.trainer.estimated_stepping_batches)
 
     # ---- checkpoints: only what trained ----------------------------------------------------------------
@@ -58,15 +83,9 @@ class CaptionModule(pl.LightningModule):
     # ---- evaluation ------------------------------------------------------------------------------------
     def _eval_step(self, batch, stage: str, dataloader_idx: int):
         if dataloader_idx == 0:
-            loss = self.vlm(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixels"])
-            self.log(f"{stage}/loss", loss, batch_size=len(batch["prompts"]), add_dataloader_idx=False, sync_dist=True)
-        ec = self.eval_cfg
-        out = self.vlm.generate(batch["pixels"], batch["prompts"], max_new_tokens=ec.max_new_tokens,
-                                num_beams=ec.num_beams, do_sample=ec.do_sample, temperature=ec.temperature,
-                                top_p=ec.top_p)
-        texts = self.vlm.tokenizer.batch_decode(out, skip_special_tokens=True)
-        ends = np.cumsum(batch.get("n_tiles") or [1] * len(texts))
-        thumbs = batch["pixels"][torch.as_tensor(ends - 1)]  # each sample's last tile: its thumbnail when tiled
+            loss = self._loss(batch)
+            self.log(f"{stage}/loss", loss, batch_size=self._batch_size(batch), add_dataloader_idx=False, sync_dist=True)
+        texts, thumbs = self._captions(batch)
         for meta, text, px in zip(batch["meta"], texts, thumbs, strict=True):
             row = {**meta, "pred": text.strip()}
             if len(self._preds.setdefault(dataloader_idx, [])) < self.eval_cfg.grid_samples and stage == "test":
@@ -124,10 +143,8 @@ class CaptionModule(pl.LightningModule):
 
     # ---- end of run: table, predictions, plots, export ---------------------------------------------------
     def on_run_end(self, trainer, datamodule, output_dir: Path, loggers) -> None:
-        from vlm.captioner import save_captioner
-
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-        export = save_captioner(self.vlm, Path(output_dir) / "captioner", self.export_info)
+        export = self._export(Path(output_dir))
         for split, preds in self.last_preds.items():
             rows = [{k: v for k, v in p.items() if not k.startswith("_")} for p in preds]
             for r in rows:

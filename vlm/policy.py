@@ -4,6 +4,7 @@
 * ``apply_policy``: freeze / unfreeze vision, projector and LLM; LoRA (peft) on the LLM only;
   gradient checkpointing of both towers; every trainable parameter in fp32 (frozen parts keep the dtype
   ``model.<part>.dtype`` loaded them in, e.g. bf16);
+* ``build_hf_vlm`` / ``apply_hf_policy``: the same for a whole pre-trained VLM (``model=hf_vlm``);
 * ``param_groups``: one optimizer group per trainable part with its own learning rate;
 * ``trainable_state_dict``: only what trained (what a checkpoint and an export keep).
 """
@@ -69,6 +70,55 @@ def apply_policy(vlm: VLM, model_cfg) -> None:
     vlm.frozen_modules = [m for m in (vlm.vision, vlm.projector, vlm.llm) if not any(p.requires_grad for p in m.parameters())]
 
 
+def build_hf_vlm(model_cfg):
+    """``model=hf_vlm``: a whole pre-trained VLM (``vlm.models.hf_vlm.HfVLM``) under the same policy."""
+    from vlm.models.hf_vlm import HfVLM, load
+
+    hf, processor = load(model_cfg)
+    vlm = HfVLM(hf, processor)
+    apply_hf_policy(vlm, model_cfg)
+    return vlm
+
+
+def apply_hf_policy(vlm, model_cfg) -> None:
+    """Freeze / train each part of a whole VLM, LoRA on its language model's linear layers only (peft injects the
+    adapters into ``vlm.hf`` in place, so parameter names stay ``hf.*``), fp32 trainables, casts at the seams."""
+    from torch import nn
+
+    from vlm.models.hf_vlm import part_of
+
+    lora = model_cfg.lora
+    if lora.enabled and model_cfg.train_llm:
+        raise ConfigError("model.train_llm: LoRA trains adapters on a frozen language model; set train_llm=false with lora")
+    if lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        names = [n for n, m in vlm.hf.named_modules()
+                 if part_of(n) == "llm" and isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in lora.target_modules]
+        found = {n.rsplit(".", 1)[-1] for n in names}
+        missing = [t for t in lora.target_modules if t not in found]
+        if missing:
+            raise ConfigError(f"model.lora.target_modules: no linear layer named {missing} in the language model")
+        pc = LoraConfig(r=int(lora.r), lora_alpha=float(lora.alpha), lora_dropout=float(lora.dropout),
+                        target_modules=names, bias="none")
+        vlm.__dict__["peft"] = get_peft_model(vlm.hf, pc)
+    # peft froze everything but the adapters: the part flags come after it, then the adapters train again
+    for part, flag in (("vision", model_cfg.train_vision), ("projector", model_cfg.train_projector),
+                       ("llm", model_cfg.train_llm)):
+        vlm.set_part(part, bool(flag))
+    for n, p in vlm.hf.named_parameters():
+        if "lora_" in n:
+            p.requires_grad_(True)
+    if not any(p.requires_grad for p in vlm.parameters()):
+        raise ConfigError("model: nothing to train (train_vision, train_projector, train_llm all false, no LoRA)")
+    if model_cfg.gradient_checkpointing:
+        enable_checkpointing(vlm.hf)
+        vlm.hf.enable_input_require_grads()  # frozen embeddings: the checkpointed blocks still get a grad
+    upcast_trainable(vlm)
+    vlm.cast_at_seams()
+    vlm.frozen_modules = [m for m in vlm.part_modules() if not any(p.requires_grad for p in m.parameters())]
+
+
 def upcast_trainable(vlm: VLM) -> None:
     """Trainable parameters in fp32 (the optimiser state and updates in full precision); frozen ones as loaded."""
     cast = [n for n, p in vlm.named_parameters() if p.requires_grad and p.dtype != torch.float32]
@@ -83,8 +133,9 @@ def group_of(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-def param_groups(vlm: VLM, lr: float, weight_decay: float, lr_groups) -> list[dict]:
-    """One optimiser group per trainable part at ``lr_groups.<part>`` (else ``lr``); no decay on biases and norms."""
+def param_groups(vlm: VLM, lr: float, weight_decay: float, lr_groups, group_of=group_of) -> list[dict]:
+    """One optimiser group per trainable part at ``lr_groups.<part>`` (else ``lr``); no decay on biases and norms.
+    ``group_of(parameter name) -> part``: the composed model's names start with the part (a whole VLM's do not)."""
     lrs = {g: lr_groups.get(g) for g in GROUPS}
     groups = []
     for g in GROUPS:
@@ -108,7 +159,7 @@ def trainable_state_dict(vlm: VLM) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in vlm.state_dict().items() if k in keep}
 
 
-def count_params(vlm: VLM) -> dict[str, int]:
+def count_params(vlm: VLM, group_of=group_of) -> dict[str, int]:
     out = {}
     for g in GROUPS:
         ps = [p for n, p in vlm.named_parameters() if group_of(n) == g]

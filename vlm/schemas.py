@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
 
 @dataclass
 class SynthSchema:
@@ -130,6 +132,24 @@ class ModelSchema:
 
 
 @dataclass
+class HfVlmSchema:
+    """``model=hf_vlm``: a whole pre-trained VLM (``AutoModelForImageTextToText`` + its ``AutoProcessor``: LLaVA-1.5,
+    LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL, InternVL-hf). Its parts keep the composed model's names: ``vision`` (the
+    tower), ``projector`` (LLaVA's / InternVL's multi_modal_projector, Qwen2-VL's visual merger), ``llm``."""
+
+    kind: str = "hf_vlm"  # what vlm.build dispatches on (the composed model has no kind)
+    name_or_path: str = MISSING  # a local dir saved by save_pretrained (model + processor)
+    trust_remote_code: bool = False
+    dtype: str = "auto"  # auto (the checkpoint's own) | bf16 | fp32: storage of the loaded weights; what trains is fp32
+    lora: LoraSchema = field(default_factory=LoraSchema)  # on the language model only
+    train_vision: bool = False
+    train_projector: bool = True
+    train_llm: bool = False
+    gradient_checkpointing: bool = False
+    max_length: int | None = None  # longer training sequences are cut; a cut that leaves no assistant token fails
+
+
+@dataclass
 class LrGroupsSchema:
     """Learning rate of each trainable part; null: ``optim.lr``."""
 
@@ -226,7 +246,15 @@ SCHEMAS: dict[str, Any] = {
 }
 
 # Also registered (schema/vlm/<node>), not checked by vlm.train: the cleaning limits and the captions preset of
-# python -m vlm.annotate, the nodes of python -m vlm.ingest, and the whole primary config of python -m vlm.export.
+# python -m vlm.annotate, the nodes of python -m vlm.ingest, the whole primary config of python -m vlm.export,
+# and model=hf_vlm's model node (checked through schemas_for).
 NODES: dict[str, Any] = {**SCHEMAS, "clean": CaptionCleanSchema, "captions": CaptionsSchema,
                          "ingest_columns": IngestColumnsSchema, "fetch": FetchSchema, "brand_norm": BrandNormSchema,
-                         "export": ExportSchema}
+                         "export": ExportSchema, "hf_vlm": HfVlmSchema}
+
+
+def schemas_for(cfg) -> dict[str, Any]:
+    """The schemas a job's config is checked against: ``model`` is a ``HfVlmSchema`` node for ``model=hf_vlm``."""
+    if cfg.get("model") is not None and cfg.model.get("kind") == "hf_vlm":
+        return {**SCHEMAS, "model": HfVlmSchema}
+    return SCHEMAS

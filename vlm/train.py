@@ -1,7 +1,7 @@
 """``python -m vlm.train +exp=freeze_llm``: train the brand captioner (see conf/vlm/train.yaml)."""
 
 from common import entry
-from vlm.schemas import SCHEMAS
+from vlm.schemas import schemas_for
 
 
 @entry.main("vlm")
@@ -10,7 +10,7 @@ def main(cfg):
     from common import run
     from vlm.build import build
 
-    return run.train(cfg, build=build, schemas=SCHEMAS)
+    return run.train(cfg, build=build, schemas=schemas_for(cfg))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Tiny random replicas of the real towers, built from their configs and saved the way the real checkpoints
 are (``save_pretrained`` / safetensors + ``preprocessor_config.json``), so tests load them by path like a user
-does, offline: InternVL-hf vision, a remote-code InternViT-like module, SigLIP vision and a Qwen2 LLM."""
+does, offline: InternVL-hf vision, a remote-code InternViT-like module, SigLIP vision and a Qwen2 LLM; and whole
+VLMs for ``model=hf_vlm`` (LLaVA-1.5, LLaVA-NeXT, Qwen2-VL, InternVL-hf: 2-layer width-32 language models, 2-layer
+vision towers, a byte-level BPE tokenizer trained on the caption corpus with the family's special tokens, the
+family's own processor class and a chat template in its style)."""
 
 from __future__ import annotations
 
@@ -178,3 +181,167 @@ def qwen2_llm(out: Path) -> Path:
     Qwen2ForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+# ---- whole VLMs (model=hf_vlm) --------------------------------------------------------------------------
+
+
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'].upper() + ': ' }}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}{{ '<image>\n' }}{% endif %}{% endfor %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% if message['role'] == 'assistant' %}{{ '</s>' }}{% endif %}{{ ' ' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+QWEN_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+INTERNVL_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<IMG_CONTEXT>\n"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _tokenizer(specials: list[str], eos: str, named: dict[str, str] | None = None):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from vlm.synth import caption_corpus
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", *specials],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(caption_corpus() + ["user\n", "assistant\n", "USER: ", "ASSISTANT:"], trainer=trainer)
+    kw = {"extra_special_tokens": named} if named else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<pad>", **kw)
+
+
+def _text_config(cls, tok, **extra):
+    return cls(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+               num_key_value_heads=1, max_position_embeddings=1024, eos_token_id=tok.eos_token_id,
+               pad_token_id=tok.pad_token_id, **extra)
+
+
+def _clip():
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=IMAGE, patch_size=14, projection_dim=32)
+
+
+def _save(model, processor, tok, out: Path) -> Path:
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def llava(out: Path) -> Path:
+    from transformers import (
+        CLIPImageProcessor,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tok = _tokenizer(["</s>", "<image>"], "</s>")
+    cfg = LlavaConfig(vision_config=_clip(), text_config=_text_config(LlamaConfig, tok),
+                      image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
+                      vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(cfg)
+    ip = CLIPImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE})
+    proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
+    return _save(model, proc, tok, out)
+
+
+def llava_next(out: Path) -> Path:
+    from transformers import (
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
+
+    tok = _tokenizer(["</s>", "<image>"], "</s>")
+    pins = [[IMAGE, IMAGE], [IMAGE, 2 * IMAGE], [2 * IMAGE, IMAGE], [2 * IMAGE, 2 * IMAGE]]
+    cfg = LlavaNextConfig(vision_config=_clip(), text_config=_text_config(LlamaConfig, tok),
+                          image_token_id=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pins,
+                          vision_feature_layer=-2, vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    model = LlavaNextForConditionalGeneration(cfg)
+    ip = LlavaNextImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE},
+                                 image_grid_pinpoints=pins)
+    proc = LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
+                              num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE)
+    return _save(model, proc, tok, out)
+
+
+def qwen2_vl(out: Path) -> Path:
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig
+
+    specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tok = _tokenizer(specials, "<|im_end|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    text = _text_config(Qwen2VLTextConfig, tok, bos_token_id=None, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]})
+    vision = {"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2, "patch_size": 14,
+              "spatial_merge_size": 2, "temporal_patch_size": 2}
+    cfg = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                        vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(cfg)
+    px = {"shortest_edge": 56 * 56, "longest_edge": 56 * 56}
+    ip = Qwen2VLImageProcessor(size=px, patch_size=14, merge_size=2, temporal_patch_size=2)
+    vp = Qwen2VLVideoProcessor(size=px, patch_size=14, merge_size=2, temporal_patch_size=2)
+    proc = Qwen2VLProcessor(image_processor=ip, tokenizer=tok, video_processor=vp, chat_template=QWEN_TEMPLATE)
+    return _save(model, proc, tok, out)
+
+
+def internvl(out: Path) -> Path:
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        InternVLVisionConfig,
+        Qwen2Config,
+    )
+
+    named = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+             "video_token": "<video>"}
+    tok = _tokenizer(["<|im_start|>", "<|im_end|>", *named.values()], "<|im_end|>", named)
+    vision = InternVLVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                  image_size=IMAGE, patch_size=14)
+    cfg = InternVLConfig(vision_config=vision, text_config=_text_config(Qwen2Config, tok),
+                         image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), downsample_ratio=0.5)
+    torch.manual_seed(0)
+    model = InternVLForConditionalGeneration(cfg)
+    size = {"height": IMAGE, "width": IMAGE}
+    ip = GotOcr2ImageProcessor(size=size, max_patches=4)  # dynamic tiling: a square image is 2x2 + thumbnail
+    vp = InternVLVideoProcessor(size=size)
+    proc = InternVLProcessor(image_processor=ip, tokenizer=tok, video_processor=vp, image_seq_length=1,
+                             chat_template=INTERNVL_TEMPLATE)
+    return _save(model, proc, tok, out)
+
+
+VLMS = {"llava": llava, "llava_next": llava_next, "qwen2_vl": qwen2_vl, "internvl": internvl}
