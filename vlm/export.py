@@ -62,11 +62,11 @@ def run(cfg) -> dict:
     if cfg.check_jsonl:
         inputs["check_jsonl"] = Path(cfg.check_jsonl)
     check_out(cfg.out, inputs, cfg.overwrite)
-    if _kind_of(ckpt) == "hf_vlm":
-        raise ConfigError("ckpt: hf_vlm export: not wired yet")
     from vlm.eval import checkpoints
 
-    cap, read = resolve(str(ckpt), checkpoints)
+    cap, read = resolve(str(ckpt), checkpoints)  # a model=hf_vlm run's captioner is an HfCaptioner
+    if _kind_of(ckpt) == "hf_vlm":
+        return _export_hf_vlm(cfg, cap, inputs | {f"ckpt (read from {p})": p for p in read})
     inputs |= {f"ckpt (read from {p})": p for p in read}
     info_model = cap.info.get("model") or {}
     for key, value in (("model.llm.name_or_path", info_model.get("llm", {}).get("name_or_path")),
@@ -87,6 +87,38 @@ def run(cfg) -> dict:
         mean = sum(map(len, ref)) / max(1, len(ref))
         print(f"export round trip: {same['same']}/{same['n']} images same greedy tokens ({mean:.1f} new tokens "
               f"a caption, {len({tuple(r) for r in ref})} distinct captions)")
+        if same["mismatches"]:
+            p, a, b = same["mismatches"][0]
+            raise RuntimeError(f"export round trip: {len(same['mismatches'])} images differ, e.g. {p}: {a} vs {b}")
+        result["roundtrip"] = same
+    return result
+
+
+def _export_hf_vlm(cfg, cap, inputs: dict) -> dict:
+    """A ``model=hf_vlm`` run: its own transformers class and processor, LoRA merged (``HfVLM.save_pretrained``),
+    in the dtype the base VLM was loaded in; the round trip as for the composed captioner."""
+    from vlm.exporting import roundtrip
+    from vlm.exporting.writer import check_out, replace_dir
+
+    base = (cap.info.get("model") or {}).get("name_or_path")
+    if base:
+        inputs["model.name_or_path"] = Path(base)
+    check_out(cfg.out, inputs, cfg.overwrite)
+    if cfg.dtype != "fp32":
+        raise ConfigError(f"dtype: a model=hf_vlm export keeps the dtype its base VLM was loaded in (model.dtype); "
+                          f"got dtype={cfg.dtype}, leave it fp32")
+    images = _check_images(cfg.check_jsonl, cfg.check_limit) if cfg.check_jsonl else []
+    prompt = cap.default_prompt
+    ref = cap.generate_ids(images, prompt, max_new_tokens=cfg.max_new_tokens) if images else []
+    replace_dir(cfg.out, cap.save_pretrained)
+    name = type(cap.vlm.hf).__name__  # LoRA layers sit inside it; the saved copy has them merged
+    print(f"wrote {name} to {cfg.out}")
+    result = {"class": name}
+    if images:
+        got = roundtrip.exported(cfg.out, images, prompt, cfg.max_new_tokens)
+        same = roundtrip.agreement(images, ref, got)
+        (Path(cfg.out) / "roundtrip.json").write_text(json.dumps(same, indent=1))
+        print(f"export round trip: {same['same']}/{same['n']} images same greedy tokens")
         if same["mismatches"]:
             p, a, b = same["mismatches"][0]
             raise RuntimeError(f"export round trip: {len(same['mismatches'])} images differ, e.g. {p}: {a} vs {b}")

@@ -182,6 +182,15 @@ def test_llava_next_through_train_eval_generate_on_the_cli(whole_vlms, tmp_path,
     same = [p for p in preds if records[p["id"]].get("prompt") == PROMPT]
     assert same and all(captions[p["id"]] == p["pred"] for p in same)
 
+    # vlm.export: the run as a plain LlavaNextForConditionalGeneration dir (LoRA merged), round trip checked
+    out_dir = tmp_path / "export"
+    r = run_cli("-m", "vlm.export", f"ckpt={run_dir}", f"out={out_dir}", f"check_jsonl={test_jsonl}", "check_limit=4",
+                "max_new_tokens=6", *common[:2], "hydra.run.dir=" + str(tmp_path / "export_run"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "wrote LlavaNextForConditionalGeneration" in r.stdout and "4/4 images same greedy tokens" in r.stdout
+    saved = json.loads((out_dir / "config.json").read_text())
+    assert saved["architectures"] == ["LlavaNextForConditionalGeneration"] and not list(out_dir.glob("adapter_*"))
+
 
 def _with_template(src: Path, dst: Path, template: str) -> Path:
     shutil.copytree(src, dst)

@@ -54,27 +54,15 @@ def _generation_config(cap):
                             num_beams=1, min_new_tokens=own.min_new_tokens, max_new_tokens=32)
 
 
-def export(cap, out: str | Path, dtype: str = "fp32", source: str = "", overwrite: bool = False) -> Layout:
-    """Write ``cap`` (LoRA merged first, in place) as a plain transformers VLM into ``out``; returns the layout."""
-    torch_dtype = dtype_of(dtype)
-    layout = plan(cap)
-    merged(cap)
-    cap.vlm.to("cpu")
-    cap.vlm.tokenizer.padding_side = "left"  # batched generation, as vlm.models.vlm.VLM.generate pads
-    model = hf_model(cap, layout, cap.vlm.image_token_id, torch_dtype)
-    model.generation_config = _generation_config(cap)
+def replace_dir(out: str | Path, write) -> Path:
+    """``write(tmp)`` fills a folder beside ``out`` that is then renamed into place (an old ``out`` goes only once
+    the new one is complete), so a failed export leaves nothing half-written."""
     out = Path(out).absolute()
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        model.save_pretrained(tmp)
-        write_processor(cap, layout, tmp)
-        (tmp / "export.json").write_text(json.dumps({
-            "source": source, "class": layout.cls_name, "layout": layout.__dict__, "dtype": dtype,
-            "prompt": cap.default_prompt, "image_size": cap.image_size,
-            "tiles": {"max_num": cap.max_num, "min_num": cap.min_num}, "brands": cap.brands,
-        }, indent=2))
+        write(tmp)
         if out.exists():
             old = out.parent / f".{out.name}.old"
             shutil.rmtree(old, ignore_errors=True)
@@ -85,4 +73,26 @@ def export(cap, out: str | Path, dtype: str = "fp32", source: str = "", overwrit
             tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def export(cap, out: str | Path, dtype: str = "fp32", source: str = "", overwrite: bool = False) -> Layout:
+    """Write ``cap`` (LoRA merged first, in place) as a plain transformers VLM into ``out``; returns the layout."""
+    torch_dtype = dtype_of(dtype)
+    layout = plan(cap)
+    merged(cap)
+    cap.vlm.to("cpu")
+    cap.vlm.tokenizer.padding_side = "left"  # batched generation, as vlm.models.vlm.VLM.generate pads
+    model = hf_model(cap, layout, cap.vlm.image_token_id, torch_dtype)
+    model.generation_config = _generation_config(cap)
+    meta = {"source": source, "class": layout.cls_name, "layout": layout.__dict__, "dtype": dtype,
+            "prompt": cap.default_prompt, "image_size": cap.image_size,
+            "tiles": {"max_num": cap.max_num, "min_num": cap.min_num}, "brands": cap.brands}
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        write_processor(cap, layout, tmp)
+        (tmp / "export.json").write_text(json.dumps(meta, indent=2))
+
+    replace_dir(out, write)
     return layout
