@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -12,6 +13,8 @@ from retrieval.models.image import ImageTower
 from retrieval.module import RetrievalModule
 from retrieval.rerank import PairDataModule, RerankerModule
 from retrieval.schemas import SCHEMAS, DataConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SCHEMAS", "build", "build_reranker", "check_zero_shot", "data_config", "zero_shot_module"]
 
@@ -33,6 +36,9 @@ def build(cfg):
         return build_reranker(cfg, m["reranker"])
     m.pop("reranker", None)
     tower_cfg = {"text": m.pop("text"), "image": m.pop("image"), "text_weight": m.pop("text_weight")}
+    if cfg.data.source == "flag_jsonl" and tower_cfg["image"] is not None:
+        log.warning("data.source=flag_jsonl is text only: model.image dropped (model.image=null says so)")
+        tower_cfg["image"] = None
     transforms = ImageTower(**tower_cfg["image"]).transforms() if tower_cfg["image"] is not None else None
     dm = RetrievalDataModule(data_config(cfg.data), transforms)
     if tower_cfg["image"] is not None and not dm.catalog.has_images:
