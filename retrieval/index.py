@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from common import entry, io
-from common.data.fingerprint import fingerprint
 from common.config import validate
+from common.data.fingerprint import fingerprint
 from retrieval.build import check_zero_shot, data_config, zero_shot_module
 from retrieval.data import load_catalog
 from retrieval.embed import cached_embed, embed_catalog, load_module

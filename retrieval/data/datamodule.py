@@ -21,7 +21,6 @@ from retrieval.data.samplers import UniqueGroupBatchSampler
 from retrieval.data.splits import make_splits
 from retrieval.schemas import DataConfig
 
-
 SOURCES = ("synthetic", "shopee", "deepmatcher", "query_gallery", "flag_jsonl")
 
 
