@@ -13,29 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from common import entry, io
-from common.config import validate
 from common.data.fingerprint import fingerprint
-from retrieval.build import check_zero_shot, data_config, zero_shot_module
+from retrieval.build import data_config, zero_shot_unless_ckpt
 from retrieval.data import load_catalog
 from retrieval.embed import cached_embed, embed_catalog, load_module
 from retrieval.knn import timed_build
-from retrieval.schemas import ModelConfig
-
-
-def zero_shot(cfg):
-    """``ckpt=null``: the untrained towers of ``cfg.model`` (checked against its schema first); else None."""
-    if cfg.get("ckpt") is not None:
-        return None
-    check_zero_shot(cfg)
-    validate(cfg, {"model": ModelConfig})
-    return zero_shot_module(cfg)
 
 
 def _main(cfg):
     import faiss
 
     io.check_writable(cfg.output, "output", {"ckpt": cfg.ckpt})
-    module = zero_shot(cfg) or load_module(cfg.ckpt)
+    module = zero_shot_unless_ckpt(cfg) or load_module(cfg.ckpt)
     cat, _ = load_catalog(data_config(cfg.data))
     fp = fingerprint(zip(cat.ids, cat.titles, cat.groups, strict=True))
     emb = embed_catalog(module, cat, range(len(cat))) if cfg.ckpt is None else \

@@ -28,9 +28,9 @@ from common.checkpoints import load_module as load
 from common.data.records import read_csv, require_text
 from common.errors import ConfigError, DataError
 from common.metrics.retrieval import shopee_f1
+from retrieval.build import zero_shot_unless_ckpt
 from retrieval.data import SHOPEE_COLUMNS, Catalog, all_split, read_shopee
 from retrieval.embed import embed_catalog, load_module
-from retrieval.index import zero_shot
 from retrieval.knn import build_index, search
 from retrieval.rerank import RerankerModule, rerank_scores
 from retrieval.scoring import best_threshold, f1_curve, matches_at
@@ -85,7 +85,7 @@ def _main(cfg):
         reranker = load(RerankerModule, cfg.reranker, key="reranker")
         if isinstance(cfg.rerank_k, bool) or not isinstance(cfg.rerank_k, int) or cfg.rerank_k < 1:
             raise ConfigError(f"rerank_k: expected an integer >= 1, got {cfg.rerank_k!r}")
-    module = zero_shot(cfg) or load_module(cfg.ckpt)
+    module = zero_shot_unless_ckpt(cfg) or load_module(cfg.ckpt)
     threshold = cfg.threshold
     if reranker is not None:
         if threshold is not None or cfg.tune_on:
