@@ -124,9 +124,21 @@ def test_bad_records_are_file_line_errors(tmp_path, line, message):
     with pytest.raises(DataError) as e:
         read_flag_catalog(path)
     assert str(e.value) == f"{path}:2: {message}"
+    assert read_flag_catalog(path, on_bad_record="skip").catalog.ids == ["q:0", "p:0", "p:1"]  # skipped, counted
 
 
 # ------------------------------------------------------------------ training on the CLI
+def test_train_cli_bad_record_one_line_exit_2(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"query": "ok", "pos": ["p"]}\n{"query": "a", "pos": ["x"], "neg": [""]}\n', encoding="utf-8")
+    r = run_cli("-m", "retrieval.train", "data=flag_jsonl", f"data.path={path}", "logger=none",
+                f"paths.log_dir={tmp_path / 'logs'}", timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert err == [f"error: {path}:2: field 'neg' must be a list of non-empty strings"], r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+
+
 @pytest.mark.slow
 def test_train_cli_on_mined_file_beats_the_untrained_tower(mined, tmp_path):
     import lightning as L
