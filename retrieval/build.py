@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from common.config import validate
 from common.errors import ConfigError
 from retrieval.data import RetrievalDataModule, text_field
 from retrieval.models.image import ImageTower
 from retrieval.module import RetrievalModule
 from retrieval.rerank import PairDataModule, RerankerModule
-from retrieval.schemas import SCHEMAS, DataConfig
+from retrieval.schemas import SCHEMAS, DataConfig, ModelConfig
 
-__all__ = ["SCHEMAS", "build", "build_reranker", "check_zero_shot", "data_config", "zero_shot_module"]
+log = logging.getLogger(__name__)
+
+__all__ = ["SCHEMAS", "build", "build_reranker", "check_zero_shot", "data_config", "zero_shot_module",
+           "zero_shot_unless_ckpt"]
 
 
 def data_config(node) -> DataConfig:
@@ -33,6 +38,9 @@ def build(cfg):
         return build_reranker(cfg, m["reranker"])
     m.pop("reranker", None)
     tower_cfg = {"text": m.pop("text"), "image": m.pop("image"), "text_weight": m.pop("text_weight")}
+    if cfg.data.source == "flag_jsonl" and tower_cfg["image"] is not None:
+        log.warning("data.source=flag_jsonl is text only: model.image dropped (model.image=null says so)")
+        tower_cfg["image"] = None
     transforms = ImageTower(**tower_cfg["image"]).transforms() if tower_cfg["image"] is not None else None
     dm = RetrievalDataModule(data_config(cfg.data), transforms)
     if tower_cfg["image"] is not None and not dm.catalog.has_images:
@@ -64,6 +72,16 @@ def zero_shot_module(cfg) -> RetrievalModule:
     module = RetrievalModule({"text": m["text"], "image": m["image"], "text_weight": m["text_weight"]},
                              loss=m["loss"], temperature=m["temperature"], at_least=m["at_least"])
     return module.eval()
+
+
+def zero_shot_unless_ckpt(cfg) -> RetrievalModule | None:
+    """``ckpt=null`` (``retrieval.index`` / ``match``): the untrained towers of ``cfg.model``, checked against its
+    schema first; with a checkpoint, None (the caller loads it)."""
+    if cfg.get("ckpt") is not None:
+        return None
+    check_zero_shot(cfg)
+    validate(cfg, {"model": ModelConfig})
+    return zero_shot_module(cfg)
 
 
 def build_reranker(cfg, r: dict):

@@ -1,6 +1,9 @@
 """``python -m retrieval.index ckpt=... [data=shopee data.path=...] kind=flat|ivf|hnsw``: embed a catalog with a
 trained model (cached under ``paths.cache_dir/retrieval/emb``), build the FAISS index (:mod:`retrieval.knn`) and
 write it with ``faiss.write_index`` (atomically) beside ``index.ids.txt``.
+
+Without ``ckpt`` (``ckpt=null``, the default) the towers of the ``model`` node are built untrained from config
+alone, as for ``retrieval.eval`` (``model.image.arch=local-dir:/models/siglip``, ``model=minilm``; not cached).
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ import numpy as np
 
 from common import entry, io
 from common.data.fingerprint import fingerprint
-from retrieval.build import data_config
+from retrieval.build import data_config, zero_shot_unless_ckpt
 from retrieval.data import load_catalog
-from retrieval.embed import cached_embed, load_module
+from retrieval.embed import cached_embed, embed_catalog, load_module
 from retrieval.knn import timed_build
 
 
@@ -21,10 +24,11 @@ def _main(cfg):
     import faiss
 
     io.check_writable(cfg.output, "output", {"ckpt": cfg.ckpt})
-    module = load_module(cfg.ckpt)
+    module = zero_shot_unless_ckpt(cfg) or load_module(cfg.ckpt)
     cat, _ = load_catalog(data_config(cfg.data))
     fp = fingerprint(zip(cat.ids, cat.titles, cat.groups, strict=True))
-    emb = cached_embed(module, cfg.ckpt, cat, range(len(cat)), cfg.paths.cache_dir, fp)
+    emb = embed_catalog(module, cat, range(len(cat))) if cfg.ckpt is None else \
+        cached_embed(module, cfg.ckpt, cat, range(len(cat)), cfg.paths.cache_dir, fp)
     x = np.stack([emb[i] for i in range(len(cat))])
     index, secs = timed_build(x, kind=cfg.kind, nlist=int(cfg.nlist), nprobe=int(cfg.nprobe), hnsw_m=int(cfg.hnsw_m),
                               ef_search=int(cfg.ef_search), gpu=cfg.gpu)

@@ -6,6 +6,9 @@ Shopee submission ``posting_id,matches`` (space-separated ids, self included).
 labelled ``tune_on`` CSV, else the checkpoint's own (tuned on its validation split). ``at_least=2`` gives every
 posting its nearest other posting when nothing passes the threshold. ``index`` picks the FAISS index kind.
 
+Without ``ckpt`` (``ckpt=null``, the default) the towers of the ``model`` node are built untrained from config
+alone, as for ``retrieval.eval`` (its threshold: ``threshold=``, ``tune_on``, else the default 0.5).
+
 ``reranker=<checkpoint>`` (a :class:`~retrieval.rerank.RerankerModule` trained with ``+exp=reranker``) makes
 the cross-encoder the judge: each posting's top ``rerank_k`` bi-encoder neighbours (itself left out) are scored
 on (posting title, neighbour title), and its matches are itself plus the neighbours whose logit is at least
@@ -25,6 +28,7 @@ from common.checkpoints import load_module as load
 from common.data.records import read_csv, require_text
 from common.errors import ConfigError, DataError
 from common.metrics.retrieval import shopee_f1
+from retrieval.build import zero_shot_unless_ckpt
 from retrieval.data import SHOPEE_COLUMNS, Catalog, all_split, read_shopee
 from retrieval.embed import embed_catalog, load_module
 from retrieval.knn import build_index, search
@@ -74,15 +78,14 @@ def reranked_matches(ids, candidates: list[list[int]], logits: list[np.ndarray],
     return out
 
 
-@entry.main("retrieval", config_name="match")
-def main(cfg):
+def _main(cfg):
     io.check_writable(cfg.output, "output", {k: cfg.get(k) for k in ("input", "tune_on", "ckpt", "reranker")})
     reranker = None
     if cfg.get("reranker"):  # before the bi-encoder: a bad path fails at once
         reranker = load(RerankerModule, cfg.reranker, key="reranker")
         if isinstance(cfg.rerank_k, bool) or not isinstance(cfg.rerank_k, int) or cfg.rerank_k < 1:
             raise ConfigError(f"rerank_k: expected an integer >= 1, got {cfg.rerank_k!r}")
-    module = load_module(cfg.ckpt)
+    module = zero_shot_unless_ckpt(cfg) or load_module(cfg.ckpt)
     threshold = cfg.threshold
     if reranker is not None:
         if threshold is not None or cfg.tune_on:
@@ -120,6 +123,10 @@ def main(cfg):
         print(f"wrote {len(matches)} postings to {out}")
     if len(set(cat.groups)) < len(cat):  # labelled input: report the F1 too
         print(f"shopee F1: {shopee_f1(matches, dict(zip(cat.ids, cat.groups, strict=True))):.4f}")
+
+
+def main():
+    return entry.main("retrieval", config_name="match")(_main)()
 
 
 if __name__ == "__main__":

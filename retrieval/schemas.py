@@ -26,9 +26,13 @@ class SynthConfig:
 class DataConfig:
     """The ``data`` node (checked at start-up)."""
 
-    source: str = "synthetic"  # synthetic | shopee | deepmatcher | query_gallery
-    path: str | None = None  # shopee CSV, DeepMatcher folder, or query JSONL
+    source: str = "synthetic"  # synthetic | shopee | deepmatcher | query_gallery | flag_jsonl
+    path: str | None = None  # shopee CSV, DeepMatcher folder, query JSONL, or FlagEmbedding {query,pos,neg} JSONL
     gallery: str | None = None  # query_gallery: gallery JSONL
+    fields_map: dict[str, str] | None = None  # query_gallery: {id|title|image|group: the file's key}, e.g. {title: name}
+    train_group_size: int | None = None  # 1 pos + n-1 negatives per anchor (flag_jsonl: of its record's neg); null: num_negatives+1
+    query_prompt: str = ""  # flag_jsonl: instruction before each query (a record's own `prompt` wins)
+    passage_prompt: str = ""  # flag_jsonl: prefix of each passage (e.g. e5's "passage: ")
     image_dir: str | None = None
     fields: list[str] | None = None  # DeepMatcher text columns (default: name/title)
     synth: SynthConfig = field(default_factory=SynthConfig)

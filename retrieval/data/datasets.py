@@ -54,11 +54,18 @@ class PairDataset(Dataset):
     Anchors are items whose group has another member (for DeepMatcher: tableA records, positive from tableB).
     Negatives come from ``negatives`` (mined: anchor index -> candidate indices) or, without them, from
     items of the same "family" (same brand+type in the synthetic set) or at random.
+
+    ``positives`` (anchor index -> its own positives) replaces "the other members of its group" (a FlagEmbedding
+    record's ``pos``). ``replace`` is FlagEmbedding's ``train_group_size`` rule: an anchor with fewer mined
+    negatives than ``num_negatives`` repeats them (sampled from the list repeated, so with replacement)
+    rather than filling up at random; only an anchor with none gets random ones.
     """
 
     def __init__(self, cat: Catalog, split: Split, loader: ItemLoader, num_negatives: int, seed: int,
-                 negatives: dict[int, list[int]] | None = None, family: dict[str, str] | None = None):
+                 negatives: dict[int, list[int]] | None = None, family: dict[str, str] | None = None,
+                 positives: dict[int, list[int]] | None = None, replace: bool = False):
         self.cat, self.loader, self.n_neg, self.seed = cat, loader, num_negatives, seed
+        self.own_positives, self.replace = positives, replace
         members = defaultdict(list)
         for i in split.pool:
             members[cat.groups[i]].append(int(i))
@@ -79,6 +86,8 @@ class PairDataset(Dataset):
         return len(self.anchors)
 
     def positives(self, a: int) -> list[int]:
+        if self.own_positives is not None:
+            return self.own_positives[a]
         others = [j for j in self.members[self.cat.groups[a]] if j != a]
         if any(self.cat.side):
             others = [j for j in others if self.cat.side[j] == "b"] or others
@@ -93,6 +102,8 @@ class PairDataset(Dataset):
         if len(pool) < self.n_neg and self.fam_of:
             fam = [j for j in self.family[self.fam_of.get(group, "")] if self.cat.groups[j] != group]
             pool += rng.sample(fam, min(len(fam), self.n_neg))
+        if self.replace and 0 < len(pool) < self.n_neg:
+            pool = pool * -(-self.n_neg // len(pool))
         negs = rng.sample(pool, min(len(pool), self.n_neg))
         while len(negs) < self.n_neg:
             j = rng.choice(self.candidates)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from common.data.records import check_utf8, read_csv, read_jsonl, require_text
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 from retrieval.data.catalog import Catalog, Split
 
 SHOPEE_COLUMNS = ("posting_id", "image", "image_phash", "title", "label_group")
@@ -157,15 +157,28 @@ def read_deepmatcher(folder: str | Path, fields: list[str] | None = None, on_bad
     return Catalog(ids, titles, groups, images, side)
 
 
-def read_query_gallery(queries: str | Path, gallery: str | Path, on_bad_record: str = "error") -> tuple[Catalog, Split]:
-    """Query/gallery JSONL: ``{id, title, image?, group}`` per line in each file."""
+QUERY_GALLERY_KEYS = ("id", "title", "image", "group")
+
+
+def read_query_gallery(queries: str | Path, gallery: str | Path, on_bad_record: str = "error",
+                       fields_map: dict[str, str] | None = None) -> tuple[Catalog, Split]:
+    """Query/gallery JSONL: ``{id, title, image?, group}`` per line in each file; ``fields_map`` names the file's
+    own keys (``{"title": "name", "group": "sku"}``), so a JSONL with other key names reads as it is."""
+    fmap = dict(fields_map or {})
+    for k in fmap:
+        if k not in QUERY_GALLERY_KEYS:
+            raise ConfigError(f"data.fields_map.{k}: unknown field (expected one of {', '.join(QUERY_GALLERY_KEYS)})")
+    key = {k: str(fmap.get(k, k)) for k in QUERY_GALLERY_KEYS}
 
     def val(r):
-        return (require_text(str(r["id"]), "id"), require_text(r.get("title"), "title"),
-                require_text(str(r["group"]), "group"), r.get("image"))
+        for k in ("id", "group"):
+            if key[k] not in r:
+                raise ValueError(f"missing field '{key[k]}'")
+        return (require_text(str(r[key["id"]]), key["id"]), require_text(r.get(key["title"]), key["title"]),
+                require_text(str(r[key["group"]]), key["group"]), r.get(key["image"]))
 
-    q = read_jsonl(queries, val, on_bad_record, unique="id")
-    g = read_jsonl(gallery, val, on_bad_record, unique="id")
+    q = read_jsonl(queries, val, on_bad_record, unique=key["id"])
+    g = read_jsonl(gallery, val, on_bad_record, unique=key["id"])
     rows = [(f"q:{a}", b, c, d) for a, b, c, d in q] + [(f"g:{a}", b, c, d) for a, b, c, d in g]
     ids, titles, groups, images = (list(x) for x in zip(*rows, strict=True))
     cat = Catalog(ids, titles, groups, images, ["a"] * len(q) + ["b"] * len(g))
@@ -174,16 +187,22 @@ def read_query_gallery(queries: str | Path, gallery: str | Path, on_bad_record: 
 
 
 def read_flag_jsonl(path: str | Path, on_bad_record: str = "error") -> list[dict]:
-    """FlagEmbedding training JSONL ``{query: str, pos: [str], neg: [str]}``."""
+    """FlagEmbedding training JSONL ``{query: str, pos: [str], neg: [str], prompt?: str}`` (``prompt``: the
+    record's query instruction, kept only when present)."""
 
     def val(r):
         q = require_text(r.get("query"), "query")
         pos, neg = r.get("pos"), r.get("neg", [])
         if not isinstance(pos, list) or not pos or not all(isinstance(p, str) and p.strip() for p in pos):
             raise ValueError("field 'pos' must be a non-empty list of non-empty strings")
-        if not isinstance(neg, list) or not all(isinstance(p, str) for p in neg):
-            raise ValueError("field 'neg' must be a list of strings")
-        return {"query": q, "pos": pos, "neg": neg}
+        if not isinstance(neg, list) or not all(isinstance(p, str) and p.strip() for p in neg):
+            raise ValueError("field 'neg' must be a list of non-empty strings")
+        out = {"query": q, "pos": pos, "neg": neg}
+        if r.get("prompt") is not None:
+            if not isinstance(r["prompt"], str):
+                raise ValueError(f"field 'prompt' must be a string, got {type(r['prompt']).__name__}")
+            out["prompt"] = r["prompt"]
+        return out
 
     return read_jsonl(path, val, on_bad_record)
 
