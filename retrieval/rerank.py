@@ -171,6 +171,14 @@ class RerankerModule(pl.LightningModule):
     def configure_optimizers(self):
         return optim.from_hparams(self)
 
+    def record_texts(self, records: list[dict]) -> list[str]:
+        """Records (``{title: ...}`` or a table row) written the way this model's training pairs were: Ditto's
+        ``COL k VAL v`` for a matcher (``text=all``), the plain values for a title reranker."""
+        s = self.hparams.get("serialisation") or {}
+        if s.get("text") == "all":
+            return [serialise_record(r) for r in records]
+        return [" ".join(str(v) for k, v in r.items() if k != "id" and v).strip() for r in records]
+
     @torch.no_grad()
     def score(self, left: list[str], right: list[str], batch_size: int = 64) -> np.ndarray:
         self.eval()

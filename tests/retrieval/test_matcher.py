@@ -110,3 +110,14 @@ def test_matcher_cli_trains_from_tables_and_its_checkpoint_says_how_pairs_were_w
     ckpt = torch.load(sorted((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))[-1], weights_only=False)
     assert ckpt["hyper_parameters"]["serialisation"] == {"text": "all", "fields": None, "summarise": 30}
     assert ckpt["hyper_parameters"]["encoder"]["max_length"] == 64
+
+
+def test_match_writes_postings_the_way_the_checkpoint_was_trained():
+    from retrieval.rerank import RerankerModule
+
+    enc = {"name_or_path": None, "hidden_size": 32, "num_layers": 1, "num_heads": 2}
+    matcher = RerankerModule(enc, serialisation={"text": "all", "fields": None, "summarise": 30})
+    reranker = RerankerModule(enc)
+    rows = [{"title": "Sony NP-141M turntable"}]
+    assert matcher.record_texts(rows) == ["COL title VAL Sony NP-141M turntable"]
+    assert reranker.record_texts(rows) == ["Sony NP-141M turntable"]
