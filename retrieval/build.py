@@ -85,15 +85,28 @@ def zero_shot_unless_ckpt(cfg) -> RetrievalModule | None:
 
 
 def build_reranker(cfg, r: dict):
+    """The cross-encoder (``+exp=reranker``: titles; ``+exp=matcher``: Ditto-style, every attribute) and its
+    labelled pairs from ``data.path`` (Ditto's split files or DeepMatcher tables + pair CSVs)."""
+    from functools import lru_cache
+
     if not cfg.data.get("path"):
-        raise ConfigError("data.path: the reranker needs a DeepMatcher folder with train/valid/test.txt pair splits")
+        raise ConfigError("data.path: the reranker needs a folder of labelled pairs (Ditto's train/valid/test.txt, "
+                          "or DeepMatcher tableA.csv, tableB.csv, train.csv, test.csv)")
     folder = Path(cfg.data.path)
-    pairs = folder / "ditto_deepmatcher_splits" if (folder / "ditto_deepmatcher_splits").is_dir() else folder
-    fields = list(cfg.data.fields) if cfg.data.get("fields") else (text_field(folder) if (folder / "tableA.csv").exists() else None)
+    text = r.get("text", "fields")
+    fields = list(cfg.data.fields) if cfg.data.get("fields") else None
+    if fields is None and text == "fields" and (folder / "tableA.csv").exists():
+        fields = text_field(folder)
     loss = r.get("loss", "bce")
-    dm = PairDataModule(str(pairs), fields, batch_size=int(cfg.data.batch_size), loss=loss,
-                        group_size=int(r.get("group_size", 4)), neg_per_pos=r.get("neg_per_pos", 3), seed=int(cfg.seed))
-    dm.fingerprint = ""
     enc = {k: v for k, v in r.items() if k in ("name_or_path", "tokenizer", "max_length", "hidden_size", "num_layers", "num_heads")}
-    module = RerankerModule(enc, loss=loss, **_optim(cfg))
+    serialisation = {"text": text, "fields": fields, "summarise": r.get("summarise")}
+    module = RerankerModule(enc, loss=loss, pos_weight=float(r.get("pos_weight", 1.0)), serialisation=serialisation,
+                            **_optim(cfg))
+    tok = module.net.tokenizer
+    cost = lru_cache(maxsize=None)(lambda w: max(1, len(tok.tokenize(w))))
+    dm = PairDataModule(str(folder), fields, batch_size=int(cfg.data.batch_size), loss=loss,
+                        group_size=int(r.get("group_size", 4)), neg_per_pos=r.get("neg_per_pos", 3), seed=int(cfg.seed),
+                        text=text, summarise=r.get("summarise"), augment=r.get("augment"),
+                        augment_p=float(r.get("augment_p", 0.5)), source=r.get("pairs", "auto"), cost=cost)
+    dm.fingerprint = ""
     return module, dm

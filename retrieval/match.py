@@ -9,7 +9,8 @@ posting its nearest other posting when nothing passes the threshold. ``index`` p
 Without ``ckpt`` (``ckpt=null``, the default) the towers of the ``model`` node are built untrained from config
 alone, as for ``retrieval.eval`` (its threshold: ``threshold=``, ``tune_on``, else the default 0.5).
 
-``reranker=<checkpoint>`` (a :class:`~retrieval.rerank.RerankerModule` trained with ``+exp=reranker``) makes
+``reranker=<checkpoint>`` (a :class:`~retrieval.rerank.RerankerModule` trained with ``+exp=reranker`` or
+``+exp=matcher``, whose postings are then written ``COL title VAL ...`` as its pairs were) makes
 the cross-encoder the judge: each posting's top ``rerank_k`` bi-encoder neighbours (itself left out) are scored
 on (posting title, neighbour title), and its matches are itself plus the neighbours whose logit is at least
 the reranker's own threshold (tuned on its validation pairs), highest logit first; ``at_least=2`` then adds the
@@ -111,7 +112,8 @@ def _main(cfg):
         rk = int(cfg.rerank_k)
         _, n = search(index, x, rk + 1)  # + the posting itself
         cand = rerank_candidates(n, rk)
-        logits = rerank_scores(reranker, list(cat.titles), [[cat.titles[j] for j in c] for c in cand])
+        texts = reranker.record_texts([{"title": t} for t in cat.titles])  # a matcher: COL title VAL ...
+        logits = rerank_scores(reranker, texts, [[texts[j] for j in c] for c in cand])
         rthr = float(reranker.threshold)
         matches = reranked_matches(cat.ids, cand, logits, rthr, int(cfg.at_least))
         print(f"reranker {cfg.reranker}: cross-encoder on the top {rk} neighbours, threshold {rthr:.4f} (its own)")

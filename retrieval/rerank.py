@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -28,6 +29,7 @@ from common.metrics.retrieval import pair_prf
 from common.metrics.thresholds import best_f1_threshold
 from retrieval.data import ditto_fields, read_ditto
 from retrieval.models.reranker import CrossEncoder
+from retrieval.pairs import SPLITS, Augmenter, Summariser, pair_source, read_table_pairs, serialise_record
 
 
 def serialise(text_or_fields, fields: list[str] | None) -> str:
@@ -45,20 +47,32 @@ def serialise(text_or_fields, fields: list[str] | None) -> str:
     return text
 
 
+def ditto_text(text: str, fields: list[str] | None) -> str:
+    """A Ditto-serialised record kept whole (``fields``: only those attributes, in that order)."""
+    if not fields:
+        return text
+    return serialise_record(ditto_fields(text), fields)
+
+
 def norm(text: str) -> str:
     """Case/punctuation/spacing-insensitive form (Ditto lowercases and re-tokenises the raw titles)."""
     return re.sub(r"[^0-9a-z]+", "", text.lower())
 
 
 class PairSet(Dataset):
-    def __init__(self, pairs: list[tuple[str, str, int]]):
-        self.pairs = pairs
+    """Labelled pairs; ``augment`` (training only) rewrites a pair each time it is drawn (Ditto's operators)."""
+
+    def __init__(self, pairs: list[tuple[str, str, int]], augment: Augmenter | None = None):
+        self.pairs, self.augment = pairs, augment
 
     def __len__(self):
         return len(self.pairs)
 
     def __getitem__(self, i):
-        return self.pairs[i]
+        left, right, y = self.pairs[i]
+        if self.augment is not None:
+            left, right = self.augment(left, right)
+        return left, right, y
 
 
 def collate_pairs(batch):
@@ -97,7 +111,9 @@ def collate_groups(batch):
 
 class RerankerModule(pl.LightningModule):
     def __init__(self, encoder: dict, loss: str = "bce", pos_weight: float = 1.0, optim: dict | None = None,
-                 scheduler: dict | None = None):
+                 scheduler: dict | None = None, serialisation: dict | None = None):
+        """``serialisation``: how its training pairs were written (``text``, ``fields``, ``summarise``), kept
+        in the checkpoint so a user of the model writes records the same way."""
         super().__init__()
         self.save_hyperparameters()
         if loss not in ("bce", "grouped_ce"):
@@ -155,6 +171,14 @@ class RerankerModule(pl.LightningModule):
     def configure_optimizers(self):
         return optim.from_hparams(self)
 
+    def record_texts(self, records: list[dict]) -> list[str]:
+        """Records (``{title: ...}`` or a table row) written the way this model's training pairs were: Ditto's
+        ``COL k VAL v`` for a matcher (``text=all``), the plain values for a title reranker."""
+        s = self.hparams.get("serialisation") or {}
+        if s.get("text") == "all":
+            return [serialise_record(r) for r in records]
+        return [" ".join(str(v) for k, v in r.items() if k != "id" and v).strip() for r in records]
+
     @torch.no_grad()
     def score(self, left: list[str], right: list[str], batch_size: int = 64) -> np.ndarray:
         self.eval()
@@ -174,17 +198,37 @@ def best_pair_threshold(scores: np.ndarray, labels: np.ndarray):
 
 
 class PairDataModule(pl.LightningDataModule):
-    """Ditto/DeepMatcher split files ``train.txt, valid.txt, test.txt`` (``left<TAB>right<TAB>label``)."""
+    """Labelled pairs from a folder: Ditto's ``train/valid/test.txt`` (``left<TAB>right<TAB>label``, directly or
+    under ``ditto_deepmatcher_splits/``) or DeepMatcher tables + ``train/valid/test.csv`` (``source``).
+
+    ``text="fields"`` reads the chosen attributes (default the first: name / title) as plain text, the
+    reranker's input; ``text="all"`` keeps Ditto's ``COL x VAL ...`` serialisation of every attribute (or of
+    ``fields``), the matcher's. ``summarise`` (a budget in the cross-encoder's tokens a record, ``cost`` counts
+    them) keeps the most informative words of long records, fitted on the train and valid records only.
+    ``augment`` lists Ditto's operators for training pairs (``augment_p`` of them are rewritten)."""
 
     def __init__(self, folder: str, fields: list[str] | None = None, batch_size: int = 32, loss: str = "bce",
                  group_size: int = 4, neg_per_pos: int | None = 3, seed: int = 0, eval_batch_size: int = 64,
-                 exclude_texts: set[str] | None = None):
+                 exclude_texts: set[str] | None = None, text: str = "fields", summarise: int | None = None,
+                 augment: list[str] | None = None, augment_p: float = 0.5, source: str = "auto",
+                 cost: Callable[[str], int] | None = None):
         super().__init__()
+        if text not in ("fields", "all"):
+            raise ConfigError(f"model.reranker.text: expected fields|all, got {text!r}")
         folder = Path(folder)
-        def load(name: str) -> list[tuple[str, str, int]]:
-            return read_ditto(folder / name, lambda t: serialise(t, fields))
-
-        self.train_pairs, self.val_pairs, self.test_pairs = load("train.txt"), load("valid.txt"), load("test.txt")
+        if pair_source(folder, source) == "ditto":
+            ditto = folder / "ditto_deepmatcher_splits" if (folder / "ditto_deepmatcher_splits").is_dir() else folder
+            keep = (lambda t: serialise(t, fields)) if text == "fields" else (lambda t: ditto_text(t, fields))
+            splits = {s: read_ditto(ditto / f"{s}.txt", keep) for s in SPLITS}
+        else:
+            splits = read_table_pairs(folder, seed=seed)
+            if text == "fields" or fields:
+                pick = (lambda t: serialise(t, fields)) if text == "fields" else (lambda t: ditto_text(t, fields))
+                splits = {s: [(pick(a), pick(b), y) for a, b, y in ps] for s, ps in splits.items()}
+        if summarise:
+            summ = Summariser(int(summarise), cost).fit(t for s in ("train", "valid") for a, b, _ in splits[s] for t in (a, b))
+            splits = {s: [(summ(a), summ(b), y) for a, b, y in ps] for s, ps in splits.items()}
+        self.train_pairs, self.val_pairs, self.test_pairs = splits["train"], splits["valid"], splits["test"]
         if exclude_texts:  # keep records held out elsewhere (e.g. a retrieval test split) out of training
             self.train_pairs = [p for p in self.train_pairs if norm(p[0]) not in exclude_texts and norm(p[1]) not in exclude_texts]
         if neg_per_pos:  # keep every positive and a seeded sample of negatives (CPU budget)
@@ -192,6 +236,7 @@ class PairDataModule(pl.LightningDataModule):
             neg = [p for p in self.train_pairs if not p[2]]
             rng = random.Random(seed)
             self.train_pairs = pos + rng.sample(neg, min(len(neg), neg_per_pos * len(pos)))
+        self.augment = Augmenter(augment, augment_p, seed) if augment else None
         self.batch_size, self.loss, self.group_size, self.seed = batch_size, loss, group_size, seed
         self.eval_batch_size = eval_batch_size
 
@@ -199,7 +244,8 @@ class PairDataModule(pl.LightningDataModule):
         if self.loss == "grouped_ce":
             return DataLoader(GroupSet(self.train_pairs, self.group_size - 1, self.seed), batch_size=max(1, self.batch_size // self.group_size),
                               shuffle=True, collate_fn=collate_groups)
-        return DataLoader(PairSet(self.train_pairs), batch_size=self.batch_size, shuffle=True, collate_fn=collate_pairs)
+        return DataLoader(PairSet(self.train_pairs, self.augment), batch_size=self.batch_size, shuffle=True,
+                          collate_fn=collate_pairs)
 
     def val_dataloader(self):
         return DataLoader(PairSet(self.val_pairs), batch_size=self.eval_batch_size, collate_fn=collate_pairs)

@@ -50,7 +50,7 @@ class DataConfig:
 class ImageConfig:
     """A ``model.image`` tower (``retrieval.models.image``); null mean/std/interpolation/image_size: the model's own."""
 
-    arch: str = MISSING  # open_clip name (retrieval-tiny-vit) | hf-hub:<org>/<name> | local-dir:<folder> | timm:<name>
+    arch: str = MISSING  # open_clip name (retrieval-tiny-vit) | hf-hub:<org>/<name> | local-dir:<folder> | timm:<name> | hf:<folder>
     pretrained: str | None = None  # open_clip tag or weights file; timm: a weights file (null: random init)
     image_size: int | None = None
     proj_dim: int | None = None

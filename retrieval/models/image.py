@@ -6,7 +6,9 @@
 - ``hf-hub:<org>/<name>`` (open_clip's scheme; offline it is read from the local Hugging Face cache);
 - ``local-dir:/path`` (open_clip's scheme: a folder with ``open_clip_config.json`` and its weights);
 - ``timm:<name>``: any timm model with an embedding head (``num_classes=0``), ``pretrained`` a local weights
-  file (default: random init).
+  file (default: random init);
+- ``hf:<folder>``: a transformers image encoder (``save_pretrained``: CLIP / SigLIP models or their vision
+  parts, ViT, DINOv2 ...) with its image processor's mean / std / size / resample.
 
 Mean / std / size / interpolation are the model's own: open_clip's final ``preprocess_cfg`` (from the tag, the
 folder's ``open_clip_config.json`` or, for a built-in name with a weights file, the name's published tags) or
@@ -47,7 +49,7 @@ TINY_CONFIGS = {
         "text_cfg": _TEXT,
     },
 }
-SCHEMES = "an open_clip name, hf-hub:<org>/<name>, local-dir:<folder> or timm:<name>"
+SCHEMES = "an open_clip name, hf-hub:<org>/<name>, local-dir:<folder>, timm:<name> or hf:<transformers folder>"
 INTERPOLATIONS = ("bicubic", "bilinear")  # what open_clip.image_transform resizes with
 _registered = False
 
@@ -154,6 +156,58 @@ def _create_timm(name: str, pretrained: str | None, image_size: int | None):
     return model, data
 
 
+class TransformersVisual(nn.Module):
+    """A transformers image encoder as a trunk: ``get_image_features`` of a CLIP / SigLIP model (its
+    projection), else the vision model's ``pooler_output``, else its first (CLS) token."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        cfg = model.config
+        if hasattr(model, "get_image_features"):
+            self.width = int(getattr(cfg, "projection_dim", None) or cfg.vision_config.hidden_size)
+        else:
+            self.width = int(getattr(cfg, "hidden_size", None) or cfg.hidden_sizes[-1])
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.model, "get_image_features"):
+            out = self.model.get_image_features(pixel_values=pixels)
+            return out if isinstance(out, torch.Tensor) else out.pooler_output
+        out = self.model(pixel_values=pixels)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None:
+            return out.last_hidden_state[:, 0]
+        return pooled.flatten(1)
+
+
+_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes in a transformers image processor
+
+
+def _create_transformers(path: str, image_size: int | None):
+    """``hf:<folder>``: a transformers image encoder saved with ``save_pretrained`` and its image processor's
+    mean / std / size / resample."""
+    from transformers import AutoImageProcessor, AutoModel
+
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"model.image.arch: hf:{path} is not a transformers model folder (no config.json)")
+    try:
+        model = AutoModel.from_pretrained(folder)
+        proc = AutoImageProcessor.from_pretrained(folder)
+    except Exception as e:
+        raise ConfigError(f"model.image.arch: cannot load hf:{path} ({_one_line(e)})") from None
+    size = getattr(proc, "crop_size", None) if getattr(proc, "do_center_crop", False) else None
+    size = size or getattr(proc, "size", None) or {}
+    if isinstance(size, int):
+        side = size
+    else:  # a dict, or transformers 5's SizeDict
+        get = size.get if isinstance(size, dict) else lambda k: getattr(size, k, None)
+        side = get("height") or get("shortest_edge")
+    pp = {"size": image_size or int(side or 224), "mean": tuple(proc.image_mean), "std": tuple(proc.image_std),
+          "interpolation": _RESAMPLE.get(int(getattr(proc, "resample", 3)), "bicubic"), "resize_mode": "shortest"}
+    return TransformersVisual(model), pp
+
+
 class ImageTower(nn.Module):
     def __init__(self, arch: str, pretrained: str | None = ImageConfig.pretrained,
                  image_size: int | None = ImageConfig.image_size, proj_dim: int | None = ImageConfig.proj_dim,
@@ -174,8 +228,14 @@ class ImageTower(nn.Module):
             if key in force and len(force[key]) != 3:
                 raise ConfigError(f"model.image.{key}: expected 3 values (R, G, B), got {list(force[key])}")
         self.clip_text = None  # the open_clip model without its visual trunk (keep_text: the text tower's)
-        self.kind = "timm" if arch.startswith("timm:") else "open_clip"
-        if self.kind == "timm":
+        self.kind = "timm" if arch.startswith("timm:") else "transformers" if arch.startswith("hf:") else "open_clip"
+        if self.kind == "transformers":
+            if keep_text:
+                raise ConfigError(f"model.text.arch=open_clip: {arch} is not an open_clip model")
+            self.visual, pp = _create_transformers(arch[len("hf:"):], image_size)
+            pp.update(force)
+            width, own = self.visual.width, True
+        elif self.kind == "timm":
             if keep_text:
                 raise ConfigError(f"model.text.arch=open_clip: {arch} has no text tower (it needs an open_clip image tower)")
             self.visual, data = _create_timm(arch[len("timm:"):], pretrained, image_size)

@@ -286,3 +286,33 @@ def test_text_dropout_replaces_the_encoders_own():
     assert (cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob) == (0.0, 0.0)
     with pytest.raises(ConfigError, match=r"model.text.dropout: expected a probability in \[0, 1\), got 1.5"):
         TextTower(num_layers=1, dropout=1.5)
+
+
+@pytest.fixture(scope="module")
+def hf_siglip_dir(tmp_path_factory):
+    """A tiny SigLIP vision encoder saved as transformers saves one, with SigLIP's processor constants."""
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    out = tmp_path_factory.mktemp("hf_siglip")
+    torch.manual_seed(0)
+    SiglipVisionModel(SiglipVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, image_size=32, patch_size=8)).save_pretrained(out)
+    SiglipImageProcessor(size={"height": 32, "width": 32}, resample=2).save_pretrained(out)
+    return out
+
+
+def test_transformers_encoder_by_path_gets_its_processors_constants(hf_siglip_dir):
+    tower = ImageTower(arch=f"hf:{hf_siglip_dir}")
+    assert (tower.mean, tower.std, tower.image_size, tower.interpolation) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 32, "bilinear")
+    x = torch.rand(2, 3, 32, 32)
+    e = tower(x)
+    assert e.shape == (2, 32) and torch.allclose(e.norm(dim=-1), torch.ones(2))
+    # the vision model's pooled output, L2-normalised: the tower adds nothing of its own
+    pooled = tower.visual.model(pixel_values=x).pooler_output
+    assert torch.allclose(e, torch.nn.functional.normalize(pooled, dim=-1), atol=1e-6)
+    assert ImageTower(arch=f"hf:{hf_siglip_dir}", mean=[0.1, 0.2, 0.3]).mean == (0.1, 0.2, 0.3)
+
+
+def test_transformers_arch_without_a_model_folder_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"hf:.* is not a transformers model folder \(no config.json\)"):
+        ImageTower(arch=f"hf:{tmp_path}")
