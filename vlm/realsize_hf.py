@@ -69,8 +69,13 @@ INTERNVL_TEMPLATE = (
 
 def llava_next_7b():
     """llava-v1.6-mistral-7b-hf's configuration (CLIP ViT-L/14-336, Mistral-7B, its grid pinpoints)."""
-    from transformers import (CLIPVisionConfig, LlavaNextConfig, LlavaNextImageProcessor, LlavaNextProcessor,
-                              MistralConfig)
+    from transformers import (
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
 
     tok = _tokenizer(["</s>", "<image>"], "</s>")
     vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -90,8 +95,14 @@ def llava_next_7b():
 
 def internvl2_5_4b():
     """InternVL2_5-4B-MPO-hf's configuration (InternViT-300M-448px-V2_5, Qwen2.5-3B, 256 tokens a 448-px tile)."""
-    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLProcessor, InternVLVideoProcessor,
-                              InternVLVisionConfig, Qwen2Config)
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        InternVLVisionConfig,
+        Qwen2Config,
+    )
 
     named = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
              "video_token": "<video>"}
