@@ -113,7 +113,7 @@ def internvl2_5_4b():
                        num_attention_heads=16, num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1e6,
                        tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     cfg = InternVLConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"),
-                         downsample_ratio=0.5, projector_hidden_act="gelu")
+                         downsample_ratio=0.5, projector_hidden_act="gelu", tie_word_embeddings=False)
     size = {"height": 448, "width": 448}
     proc = InternVLProcessor(image_processor=GotOcr2ImageProcessor(size=size, max_patches=12, crop_to_patches=False),
                              tokenizer=tok, video_processor=InternVLVideoProcessor(size=size), image_seq_length=256,
