@@ -99,8 +99,6 @@ def run(cfg) -> dict:
         cfg.endpoint.api_key,
         cfg.endpoint.timeout_s,
         cfg.endpoint.retries,
-        cfg.endpoint.backoff_s,
-        cfg.endpoint.backoff_max_s,
     )
     if cfg.endpoint.check:
         _check_endpoint(client)
