@@ -58,6 +58,7 @@ def build_tiny_export(out: Path) -> Path:
                 "model.llm.num_layers=1",
                 "model.llm.num_heads=2",
                 "model.llm.num_kv_heads=1",
+                "model.vision.pretrain_steps=0",  # a random tower is all the serving tests need
             ],
         )
     GlobalHydra.instance().clear()
