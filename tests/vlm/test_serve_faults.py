@@ -5,6 +5,7 @@ client cannot send (a body cut short, a chunked body without end, malformed JSON
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import io
 import json
@@ -110,6 +111,31 @@ def test_a_client_that_disconnects_mid_request_is_dropped(faulty):
     with socket.create_connection(("127.0.0.1", faulty.port), timeout=10) as s:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\": ")
     still_answers(faulty)
+
+
+def test_a_full_queue_is_503_with_retry_after_and_drains():
+    backend = Faulty()
+    live = LiveServer(backend, max_batch=1, wait_ms=0, max_queue=1)
+    try:
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+        ask = lambda prompt: client(live.url).chat.completions.create(model=MODEL, messages=user(data_url(png_bytes()), prompt))  # noqa: E731
+        held = pool.submit(ask, "hold")
+        assert backend.entered.wait(30)
+        queued = pool.submit(ask, "queued")
+        deadline = time.monotonic() + 20
+        while live.batcher.queue.qsize() < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(openai.APIStatusError) as e:
+            ask("one too many")
+        assert e.value.status_code == 503 and e.value.response.headers["retry-after"] == "1"
+        assert e.value.body["type"] == "server_busy" and e.value.body["message"] == "the server is busy (1 requests waiting); retry later"
+        backend.release.set()
+        assert held.result(30).choices[0].message.content.endswith(": hold")
+        assert queued.result(30).choices[0].message.content.endswith(": queued")
+        still_answers(live)
+    finally:
+        backend.release.set()
+        live.close()
 
 
 def test_slow_clients_sending_half_a_body_get_408_and_block_nobody(faulty):

@@ -122,12 +122,12 @@ def create_app(
     app = FastAPI(title="vlm.serve", summary="a brand captioner behind the OpenAI chat-completions API", lifespan=lifespan)
     app.add_middleware(BodyGuard, timeout_s=body_timeout_s, max_bytes=max_body_bytes)
 
-    def error(status: int, message: str, type: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-        return JSONResponse(error_body(message, type, param, code), status_code=status)
+    def error(status: int, message: str, type: str, param: str | None = None, code: str | None = None, headers=None) -> JSONResponse:
+        return JSONResponse(error_body(message, type, param, code), status_code=status, headers=headers)
 
     @app.exception_handler(ClientError)
     async def client_error(request: Request, e: ClientError) -> JSONResponse:
-        return error(e.status, e.message, e.type, e.param, e.code)
+        return error(e.status, e.message, e.type, e.param, e.code, e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:

@@ -73,7 +73,8 @@ class Batcher:
     def submit(self, image: Image.Image, prompt: str, gen: GenSettings) -> asyncio.Future:
         """The future of the answer; cancel it when the client goes away. A full queue is a 503."""
         if self.queue.qsize() >= self.max_queue:
-            raise ClientError(f"the server is busy ({self.max_queue} requests waiting); retry later", status=503, type="server_busy")
+            raise ClientError(f"the server is busy ({self.max_queue} requests waiting); retry later", status=503, type="server_busy",
+                              headers={"Retry-After": "1"})  # the openai client waits that long, then retries
         fut = asyncio.get_running_loop().create_future()
         self.queue.put_nowait(Job(image, prompt, gen, fut))
         self._live += 1
