@@ -273,7 +273,9 @@ def test_batcher_groups_concurrent_requests_and_never_mixes_settings():
         return answers
 
     answers = asyncio.run(main())
-    assert answers == [EchoBackend.answer(ims[i], f"p{i % 3}", 5 + (i >= 10)) for i in range(16)]
+    assert [a.text for a in answers] == [EchoBackend.answer(ims[i], f"p{i % 3}", 5 + (i >= 10)) for i in range(16)]
+    # usage counted with the answer: 1 word of prompt + 16 image tokens; "image <digest> 4x4: pN" cut to 5 or 6 words
+    assert {(a.prompt_tokens, a.completion_tokens) for a in answers} == {(17, 4)}
     assert sum(n for n, _ in backend.calls) == 16 and 1 < max(n for n, _ in backend.calls) <= 8
     assert {t for _, t in backend.calls} == {0.0, 0.5}
 

@@ -29,8 +29,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .backends import Backend, count_completion, count_prompt
-from .batcher import Batcher, GenSettings
+from .backends import Backend
+from .batcher import Answer, Batcher, GenSettings
 from .errors import ClientError, error_body
 from .images import MAX_IMAGE_PIXELS, decode_image
 from .schemas import (
@@ -187,10 +187,6 @@ def create_app(
         top_p = 1.0 if body.top_p is None else body.top_p
         return GenSettings(body.temperature or 0.0, top_p, max_tokens, body.seed)
 
-    def prepare(url: str, prompt: str):
-        image = decode_image(url, allow_files=allow_files, max_pixels=max_image_pixels)
-        return image, count_prompt(backend, image, prompt)
-
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS, max_body_size=max_body_bytes)
     async def chat(body: ChatCompletionRequest, request: Request) -> Response:
         if body.model and body.model != backend.name:
@@ -200,7 +196,7 @@ def create_app(
             raise ClientError(f"this captioner needs exactly one image per request, got {len(urls)}", param="messages")
         gen = settings(body)
         prompt = "\n".join(body.texts())
-        image, prompt_tokens = await run_in_threadpool(prepare, urls[0], prompt)  # decoding is CPU work
+        image = await run_in_threadpool(decode_image, urls[0], allow_files, max_image_pixels)  # decoding is CPU work
 
         answer = request.app.state.batcher.submit(image, prompt, gen)
         left = asyncio.ensure_future(_until_disconnected(request))
@@ -212,18 +208,18 @@ def create_app(
             answer.cancel()
             return Response(status_code=499)
         try:
-            text = answer.result()
+            done: Answer = answer.result()
         except Exception as e:
             return error(500, f"the model failed: {type(e).__name__}: {e}", "server_error")
 
-        completion_tokens = count_completion(backend, text)
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens)
-        finish = "length" if completion_tokens >= gen.max_new_tokens else "stop"
+        text, p_tok, c_tok = done.text, done.prompt_tokens, done.completion_tokens
+        usage = Usage(prompt_tokens=p_tok, completion_tokens=c_tok, total_tokens=p_tok + c_tok)
+        finish = "length" if c_tok >= gen.max_new_tokens else "stop"
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if not body.stream:
-            done = ChatCompletion(id=rid, created=created, model=backend.name, usage=usage,
-                                  choices=[Choice(message=AssistantMessage(content=text), finish_reason=finish)])
-            return JSONResponse(done.model_dump())
+            whole = ChatCompletion(id=rid, created=created, model=backend.name, usage=usage,
+                                   choices=[Choice(message=AssistantMessage(content=text), finish_reason=finish)])
+            return JSONResponse(whole.model_dump())
 
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from .backends import Backend, takes_seed
+from .backends import Backend, count_completion, count_prompt, takes_seed
 from .errors import ClientError
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,13 @@ class GenSettings:
     top_p: float
     max_new_tokens: int
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
 @dataclass
@@ -71,7 +78,7 @@ class Batcher:
         return self.task is not None and not self.task.done()
 
     def submit(self, image: Image.Image, prompt: str, gen: GenSettings) -> asyncio.Future:
-        """The future of the answer; cancel it when the client goes away. A full queue is a 503."""
+        """The future of the :class:`Answer`; cancel it when the client goes away. A full queue is a 503."""
         if self.queue.qsize() >= self.max_queue:
             raise ClientError(f"the server is busy ({self.max_queue} requests waiting); retry later", status=503, type="server_busy",
                               headers={"Retry-After": "1"})  # the openai client waits that long, then retries
@@ -104,6 +111,15 @@ class Batcher:
                 break
         return jobs
 
+    def _call(self, images: list[Image.Image], prompts: list[str], gen: GenSettings) -> list[Answer]:
+        """One backend call and the usage counts of its answers, all on the model thread (a tokenizer is not
+        safe to use from two threads at once)."""
+        texts = self.backend.caption(images, prompts, **self._kwargs(gen))
+        if len(texts) != len(images):
+            raise RuntimeError(f"backend returned {len(texts)} answers for {len(images)} requests")
+        return [Answer(str(t), count_prompt(self.backend, im, p), count_completion(self.backend, str(t)))
+                for im, p, t in zip(images, prompts, texts, strict=True)]
+
     def _kwargs(self, gen: GenSettings) -> dict[str, Any]:
         kw: dict[str, Any] = {"temperature": gen.temperature, "top_p": gen.top_p, "max_new_tokens": gen.max_new_tokens}
         if gen.seed is not None and self._seed:  # only backends that take a seed are sent one
@@ -126,12 +142,9 @@ class Batcher:
                     groups.setdefault(job.gen, []).append(job)
             calls += list(groups.items())
             for gen, group in calls:
-                images, prompts, kw = [j.image for j in group], [j.prompt for j in group], self._kwargs(gen)
                 self.batches.append(len(group))
                 try:
-                    answers = await loop.run_in_executor(self.pool, lambda i=images, p=prompts, k=kw: self.backend.caption(i, p, **k))
-                    if len(answers) != len(group):
-                        raise RuntimeError(f"backend returned {len(answers)} answers for {len(group)} requests")
+                    answers = await loop.run_in_executor(self.pool, self._call, [j.image for j in group], [j.prompt for j in group], gen)
                 except Exception as e:  # the model's fault, not the client's: a 500 for this batch only
                     self.failed_calls += 1
                     log.exception("backend failed on a batch of %d", len(group))
@@ -141,4 +154,4 @@ class Batcher:
                     continue
                 for j, a in zip(group, answers, strict=True):
                     if not j.future.done():
-                        j.future.set_result(str(a))
+                        j.future.set_result(a)
