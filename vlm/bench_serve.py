@@ -115,7 +115,7 @@ def run(args, argv: list[str]) -> list[str]:
              f"one 64 px PNG data URL each, greedy; the server a `python -m vlm.serve` subprocess, `batch.wait_ms={args.wait_ms}`. "
              f"Echo backend: {args.call_ms:g} ms per backend call + {args.item_ms:g} ms per request in it (a stand-in for a model's "
              "forward pass), every answer checked against its own request (none mixed up)."
-             + (f" Captioner: `{Path(args.checkpoint).name}` export, {args.max_tokens} new tokens, CPU." if args.checkpoint else ""),
+             + (f" Captioner: {args.checkpoint_label or Path(args.checkpoint).name}, {args.max_tokens} new tokens at most, CPU." if args.checkpoint else ""),
              "",
              "| backend | batch.max_size | p50 latency, ms | p99 latency, ms | throughput, req/s |",
              "|---|---|---|---|---|"]
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--call-ms", type=float, default=20, help="echo backend: sleep per backend call")
     p.add_argument("--item-ms", type=float, default=1, help="echo backend: sleep per request in a call")
     p.add_argument("--checkpoint", default=None, help="a captioner export: add its rows")
+    p.add_argument("--checkpoint-label", default=None, help="what --checkpoint is, in the docs (default: its folder name)")
     p.add_argument("--max-tokens", type=int, default=16, help="captioner rows: max_tokens per request")
     p.add_argument("--docs", default=str(ROOT / "docs" / "bench" / "vlm.md"), help="file whose section is replaced ('' = none)")
     argv = sys.argv[1:] if argv is None else argv
