@@ -33,6 +33,7 @@ from vlm.realsize import replace_section
 ROOT = project_root()
 HEAD = "## HTTP serving: batched vs unbatched (`vlm.bench_serve`)"
 MODEL = "vlm-captioner"
+CAPTION_PROMPT = "Describe the product in the image."
 
 
 def _images(n: int) -> list[tuple[str, object]]:
@@ -60,12 +61,12 @@ def start(overrides: list[str], workdir: Path) -> tuple[subprocess.Popen, str]:
     return proc, line.split(" on ", 1)[1].strip()
 
 
-async def _load(url: str, requests: int, images, max_tokens: int, check: bool) -> dict:
+async def _load(url: str, requests: int, images, max_tokens: int, check: bool, prompt: str | None) -> dict:
     import openai
 
     from vlm.serving.backends import EchoBackend
 
-    jobs = [(images[i % len(images)], f"request {i}: which brand is this?") for i in range(requests)]
+    jobs = [(images[i % len(images)], prompt or f"request {i}: which brand is this?") for i in range(requests)]
     async with openai.AsyncOpenAI(base_url=url, api_key="-", max_retries=0, timeout=600) as client:
 
         async def one(job):
@@ -92,16 +93,18 @@ async def _load(url: str, requests: int, images, max_tokens: int, check: bool) -
 
 def run(args, argv: list[str]) -> list[str]:
     images = _images(20)
-    setups = [("echo", ["backend=echo", f"backend.call_ms={args.call_ms}", f"backend.item_ms={args.item_ms}"], 32, True)]
+    # echo: a prompt of its own per request (a mix-up shows); the captioner: one prompt for all, as when a
+    # product set is captioned (Captioner.caption takes one prompt per call: distinct prompts are separate calls)
+    setups = [("echo", ["backend=echo", f"backend.call_ms={args.call_ms}", f"backend.item_ms={args.item_ms}"], 32, True, None)]
     if args.checkpoint:
-        setups.append(("captioner", [f"checkpoint={args.checkpoint}", "backend.device=cpu"], args.max_tokens, False))
+        setups.append(("captioner", [f"checkpoint={args.checkpoint}", "backend.device=cpu"], args.max_tokens, False, CAPTION_PROMPT))
     rows = []
-    for name, overrides, max_tokens, check in setups:
+    for name, overrides, max_tokens, check, prompt in setups:
         for max_batch in (args.max_batch, 1):
             with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
                 proc, url = start([*overrides, f"batch.max_size={max_batch}", f"batch.wait_ms={args.wait_ms}", "batch.max_queue=4096"], Path(tmp))
                 try:
-                    r = asyncio.run(_load(url, args.requests, images, max_tokens, check))
+                    r = asyncio.run(_load(url, args.requests, images, max_tokens, check, prompt))
                 finally:
                     proc.terminate()
                     proc.wait(30)
@@ -115,7 +118,9 @@ def run(args, argv: list[str]) -> list[str]:
              f"one 64 px PNG data URL each, greedy; the server a `python -m vlm.serve` subprocess, `batch.wait_ms={args.wait_ms}`. "
              f"Echo backend: {args.call_ms:g} ms per backend call + {args.item_ms:g} ms per request in it (a stand-in for a model's "
              "forward pass), every answer checked against its own request (none mixed up)."
-             + (f" Captioner: {args.checkpoint_label or Path(args.checkpoint).name}, {args.max_tokens} new tokens at most, CPU." if args.checkpoint else ""),
+             + (f" Captioner: {args.checkpoint_label or Path(args.checkpoint).name}, {args.max_tokens} new tokens at most, CPU, every request "
+                f"with the prompt \"{CAPTION_PROMPT}\" (the captioner takes one prompt per call, so requests with different "
+                "prompts are answered in separate calls even when batched)." if args.checkpoint else ""),
              "",
              "| backend | batch.max_size | p50 latency, ms | p99 latency, ms | throughput, req/s |",
              "|---|---|---|---|---|"]
