@@ -126,6 +126,9 @@ def run(args, argv: list[str]) -> list[str]:
              "|---|---|---|---|---|"]
     for name, max_batch, r in rows:
         lines.append(f"| {name} | {max_batch} | {r['p50']:.0f} | {r['p99']:.0f} | {r['rps']:.1f} |")
+    ratio = {name: r["rps"] for name, mb, r in rows if mb > 1}
+    ratio = {name: ratio[name] / r["rps"] for name, mb, r in rows if mb == 1}
+    lines += ["", "Throughput batched / unbatched: " + ", ".join(f"{x:.1f}x ({name})" for name, x in ratio.items()) + "."]
     if args.docs:
         docs = Path(args.docs)
         old = docs.read_text() if docs.exists() else "# vlm bench\n"
