@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED := 1
 STORE ?= $(CURDIR)/mlruns.db
 PORT ?= 5000
 
-.PHONY: help install demo test lint ui clean bench bench-overhead eval-all report
+.PHONY: help install demo test lint ui clean bench bench-overhead bench-serve eval-all report
 
 help:  ## list the targets
 	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/; s/\$$\(PORT\)/$(PORT)/g' | expand -t 18
@@ -50,10 +50,13 @@ report: install  ## tuning log from MLflow: make report EXP=vlm [ARGS='--sweep l
 eval-all: install  ## latest run of every package (training defaults first when none) -> reports/eval_all.{md,html}
 	$(PY) -m common.eval_all $(ARGS)
 
-bench: bench-vlm bench-textcls bench-retrieval bench-overhead  ## all benchmark tables
+bench: bench-vlm bench-textcls bench-retrieval bench-overhead bench-serve  ## all benchmark tables
 
 bench-overhead: install  ## framework vs a bare torch loop on one config (textcls): per-epoch and fixed cost -> docs/bench/overhead.md
 	$(PY) -m textcls.overhead
+
+bench-serve: install  ## vlm.serve under 200 requests at once, batched vs unbatched (echo backend) -> docs/bench/vlm.md
+	$(PY) -m vlm.bench_serve $(ARGS)
 
 bench-%: install  ## one package's benchmark tables: bench-vlm, bench-textcls, bench-retrieval
 	$(PY) -m $*.bench

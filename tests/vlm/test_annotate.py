@@ -74,9 +74,11 @@ class StubTeacher:
             def log_message(self, *a):
                 pass
 
-            def _send(self, status, body):
+            def _send(self, status, body, headers=None):
                 raw = json.dumps(body).encode()
                 self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
@@ -98,8 +100,8 @@ class StubTeacher:
                     stub.seen_first.add((prompt, url))
                 if color == "green":
                     return self._send(400, {"error": {"message": "image rejected by the stub", "type": "invalid_request_error"}})
-                if first:
-                    return self._send(503, {"error": {"message": "busy", "type": "server_error"}})
+                if first:  # retry-after-ms: how OpenAI-compatible servers tell the openai client when to retry
+                    return self._send(503, {"error": {"message": "busy", "type": "server_error"}}, {"retry-after-ms": "10"})
                 text = teacher_answer(TEACHER_SEES[color], prompt)
                 self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
@@ -144,7 +146,6 @@ def handmade_cfg(stub, data: Path, out: Path, *extra: str):
     cfg = annotate_cfg(
         f"endpoint.base_url={stub.url}",
         "endpoint.model=stub-teacher",
-        "endpoint.backoff_s=0.01",
         "endpoint.concurrency=3",
         f"data.path={data}",
         f"out_dir={out}",
@@ -229,7 +230,7 @@ def test_bad_configs_and_data_fail_with_the_key_or_line(stub, handmade, tmp_path
 
 
 def test_client_does_not_retry_client_errors(stub):
-    client = ChatClient(stub.url, "stub-teacher", retries=3, backoff_s=0.01)
+    client = ChatClient(stub.url, "stub-teacher", retries=3)
     green = "data:image/png;base64," + base64.b64encode(_png(COLORS["green"])).decode()
     before = stub.requests
     with pytest.raises(RequestFailed) as e:
@@ -330,7 +331,7 @@ def test_from_jsonl_overlay_reads_class_definitions_from_a_yaml_file(stub, handm
 
     classes = tmp_path / "classes.yaml"
     classes.write_text(yaml.safe_dump({"classes": CLASSES}))
-    common = [f"endpoint.base_url={stub.url}", "endpoint.model=stub-teacher", "endpoint.backoff_s=0.01", "progress=false", f"out_dir={tmp_path / 'o'}"]
+    common = [f"endpoint.base_url={stub.url}", "endpoint.model=stub-teacher", "progress=false", f"out_dir={tmp_path / 'o'}"]
     with pytest.raises(ConfigError, match=r"^data.path: must be set"):
         run(annotate_cfg("+annotate=from_jsonl", f"classes.file={classes}", *common))
     with pytest.raises(ConfigError, match=r"^classes.file: .*nope.yaml: no such file"):

@@ -1,66 +1,25 @@
-"""``vlm.serve``: request validation, batching, and the real server (a real Captioner export) over HTTP."""
+"""``vlm.serve`` through the official ``openai`` client: models, completions, streaming, exact usage, errors,
+200 concurrent requests never mixed up (the echo backend, in-process server), and the real captioner export
+behind ``python -m vlm.serve`` in a subprocess (the command line itself)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
-import io
-import json
+import hashlib
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import openai
 import pytest
 from PIL import Image
 
 from tests.conftest import ROOT
-from vlm.serve import Batcher, ClientError, GenSettings, ParsedRequest, parse_request
-
-MODEL = "vlm-captioner"
-
-# --------------------------------------------------------------------------------------------- helpers
-
-
-def png_bytes(color=(200, 30, 30), size=16) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def data_url(raw: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(raw).decode()
-
-
-def chat_body(image: str, text: str = "Describe the product in the image.", **gen) -> dict:
-    return {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": text}]}],
-        **gen,
-    }
-
-
-def post(url: str, body, timeout: float = 120) -> tuple[int, dict]:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=raw, method="POST", headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def get(url: str, timeout: float = 30) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
+from tests.vlm.live_server import MODEL, LiveServer, data_url, png_bytes, user
+from vlm.serving.backends import EchoBackend
+from vlm.serving.batcher import Batcher, GenSettings
 
 # --------------------------------------------------------------------------- the real server, once a session
 _SESSION: dict = {}
@@ -99,6 +58,7 @@ def build_tiny_export(out: Path) -> Path:
                 "model.llm.num_layers=1",
                 "model.llm.num_heads=2",
                 "model.llm.num_kv_heads=1",
+                "model.vision.pretrain_steps=0",  # a random tower is all the serving tests need
             ],
         )
     GlobalHydra.instance().clear()
@@ -149,27 +109,6 @@ def server_url(captioner_export, tmp_path_factory, request) -> str:
     return _SESSION["url"]
 
 
-class PixelBackend:
-    """A stand-in model for the mix-up test: its answer spells out the image's corner pixel, the prompt and
-    the token limit, so an answer handed to the wrong request is caught. (The tiny untrained Captioner's
-    answers are mostly empty, which would hide a mix-up.)"""
-
-    def __init__(self, name: str = MODEL, **_):
-        self.name = name
-
-    def caption(self, images, prompts, *, temperature, top_p, max_new_tokens):
-        time.sleep(0.05)  # a call takes a while, like a model's, so concurrent requests queue up
-        return [f"rgb{im.getpixel((0, 0))} | {p} | {max_new_tokens}" for im, p in zip(images, prompts, strict=True)]
-
-
-@pytest.fixture(scope="session")
-def pixel_server_url(tmp_path_factory, request) -> str:
-    """The real server (real HTTP, parsing, batching) with :class:`PixelBackend` as its model."""
-    proc, url = start_server(tmp_path_factory.mktemp("vlm-serve-pixel"), "backend._target_=tests.vlm.test_serve.PixelBackend", "batch.wait_ms=30")
-    request.addfinalizer(proc.kill)
-    return url
-
-
 @pytest.fixture(scope="session")
 def images(tmp_path_factory) -> list[Path]:
     """20 distinct little product-like images."""
@@ -183,201 +122,191 @@ def images(tmp_path_factory) -> list[Path]:
     return paths
 
 
-# ------------------------------------------------------------------------------------- request validation
-def _msg(content) -> dict:
-    return {"messages": [{"role": "user", "content": content}]}
+@pytest.fixture(scope="module")
+def echo():
+    """The real app on a real uvicorn server in this process; the echo backend's calls cost 20 ms each."""
+    live = LiveServer(EchoBackend(MODEL, image_tokens=16, call_ms=20), max_batch=16, wait_ms=20, max_tokens_limit=64)
+    yield live
+    live.close()
+
+
+def client(url: str, **kw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url, api_key="-", max_retries=0, timeout=kw.pop("timeout", 60), **kw)
+
+
+def digest(path_or_raw) -> str:
+    """What the echo backend names an image by: the SHA-1 of its RGB pixels (computed here independently)."""
+    src = path_or_raw if isinstance(path_or_raw, Path) else __import__("io").BytesIO(path_or_raw)
+    with Image.open(src) as im:
+        return hashlib.sha1(im.convert("RGB").tobytes()).hexdigest()[:10]
+
+
+# ------------------------------------------------------------------------------------ the echo backend
+def test_models_list_and_retrieve(echo):
+    c = client(echo.url)
+    assert [m.id for m in c.models.list()] == [MODEL]
+    assert c.models.retrieve(MODEL).owned_by == "mlmono"
+    with pytest.raises(openai.NotFoundError) as e:
+        c.models.retrieve("gpt-4o")
+    assert e.value.body["code"] == "model_not_found"
+
+
+def test_completion_and_its_usage_counts_on_a_handmade_case(echo):
+    raw = png_bytes((1, 2, 3))
+    messages = [{"role": "system", "content": "Be brief."}, *user(data_url(raw), "What brand is this?"),
+                {"role": "assistant", "content": "Earlier answers are not read."}]
+    r = client(echo.url).chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=30)
+    assert r.object == "chat.completion" and r.model == MODEL and len(r.choices) == 1
+    assert r.choices[0].message.content == f"image {digest(raw)} 16x16: Be brief. What brand is this?"
+    assert r.choices[0].finish_reason == "stop"
+    # the model reads "Be brief." (2 words) + "What brand is this?" (4) + one image (16 tokens); it wrote 9 words
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (22, 9, 31)
+
+    cut = client(echo.url).chat.completions.create(model=MODEL, messages=messages, max_tokens=3)
+    assert cut.choices[0].message.content == f"image {digest(raw)} 16x16:"
+    assert (cut.choices[0].finish_reason, cut.usage.completion_tokens) == ("length", 3)
+
+
+def test_streamed_chunks_reassemble_to_the_answer(echo, images):
+    c = client(echo.url)
+    messages = user(data_url(images[4].read_bytes()), "Name the brand of this product in one sentence, please.")
+    whole = c.chat.completions.create(model=MODEL, messages=messages, max_tokens=40)
+    chunks = list(c.chat.completions.create(model=MODEL, messages=messages, max_tokens=40, stream=True, stream_options={"include_usage": True}))
+    assert {ch.object for ch in chunks} == {"chat.completion.chunk"} and len({ch.id for ch in chunks}) == 1
+    with_choices = [ch for ch in chunks if ch.choices]
+    assert with_choices[0].choices[0].delta.role == "assistant"
+    text = "".join(ch.choices[0].delta.content or "" for ch in with_choices)
+    assert text == whole.choices[0].message.content
+    assert sum(bool(ch.choices[0].delta.content) for ch in with_choices) > 1  # more than one piece
+    assert [ch.choices[0].finish_reason for ch in with_choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    # without stream_options no usage chunk, as OpenAI does
+    plain = list(c.chat.completions.create(model=MODEL, messages=messages, max_tokens=40, stream=True))
+    assert all(ch.usage is None and ch.choices for ch in plain)
+
+
+def test_a_wrong_model_is_404(echo):
+    with pytest.raises(openai.NotFoundError) as e:
+        client(echo.url).chat.completions.create(model="gpt-4o", messages=user(data_url(png_bytes())))
+    assert e.value.status_code == 404
+    assert e.value.body == {"message": f"the model 'gpt-4o' does not exist; this server serves '{MODEL}'",
+                            "type": "NotFoundError", "param": "model", "code": "model_not_found"}
 
 
 IMG = {"type": "image_url", "image_url": {"url": data_url(png_bytes())}}
 TXT = {"type": "text", "text": "Describe it."}
-
 BAD = [
-    ([], 400, "must be a JSON object"),
-    ({}, 400, "'messages' must be a non-empty list"),
-    ({"messages": []}, 400, "'messages' must be a non-empty list"),
-    ({"messages": ["hi"]}, 400, "messages[0] must be an object"),
-    ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content must be a string or a list"),
-    (_msg([TXT]), 400, "exactly one image per request, got 0"),
-    (_msg([IMG, IMG, TXT]), 400, "exactly one image per request, got 2"),
-    (_msg([{"type": "audio"}]), 400, "type must be 'text' or 'image_url'"),
-    (_msg([{"type": "image_url", "image_url": {}}]), 400, "image_url must be"),
-    (_msg([{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]), 400, "not valid base64"),
-    (_msg([{"type": "image_url", "image_url": {"url": data_url(b"not a png")}}]), 400, "not a readable image"),
-    (_msg([{"type": "image_url", "image_url": {"url": "/no/such/file.png"}}]), 400, "no such image file"),
-    (_msg([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]), 400, "remote URLs are not fetched"),
-    ({**_msg([IMG]), "temperature": "hot"}, 400, "'temperature' must be a number"),
-    ({**_msg([IMG]), "temperature": 3}, 400, "'temperature' must be in [0.0, 2.0]"),
-    ({**_msg([IMG]), "top_p": 0}, 400, "'top_p' must be in (0.0, 1.0]"),
-    ({**_msg([IMG]), "max_tokens": 0}, 400, "'max_tokens' must be an integer in [1, 64]"),
-    ({**_msg([IMG]), "max_tokens": 10_000}, 400, "'max_tokens' must be an integer in [1, 64]"),
-    ({**_msg([IMG]), "stream": True}, 400, "streaming is not supported"),
-    ({**_msg([IMG]), "n": 3}, 400, "only n=1"),
-    ({**_msg([IMG]), "seed": "x"}, 400, "'seed' must be an integer"),
-    ({**_msg([IMG]), "model": "gpt-4o"}, 404, "the model 'gpt-4o' does not exist"),
+    ({"temperature": 3}, "temperature", "temperature: Input should be less than or equal to 2"),
+    ({"top_p": 0}, "top_p", "top_p: Input should be greater than 0"),
+    ({"n": 3}, "n", "n: Input should be 1"),
+    ({"max_tokens": 0}, "max_tokens", "max_tokens: Input should be greater than or equal to 1"),
+    ({"max_tokens": 10_000}, "max_tokens", "max_tokens: at most 64 on this server, got 10000"),
+    ({"max_completion_tokens": 65}, "max_completion_tokens", "max_completion_tokens: at most 64 on this server, got 65"),
+    ({"seed": "x"}, "seed", "seed: Input should be a valid integer"),
+    ({"seed": 2**70}, "seed", "seed: Input should be less than 9223372036854775808"),
+    ({"messages": []}, "messages", "messages: List should have at least 1 item"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages", "messages[0].role: Input should be 'system', 'developer', 'user' or 'assistant'"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages", "messages[0].content: Input should be a valid string"),
+    ({"messages": [{"role": "user", "content": [IMG, {"type": "audio"}]}]}, "messages", "messages[0].content[1]: Input tag 'audio' found using 'type' does not match"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages", "messages[0].content[0].image_url.url: Field required"),
+    ({"messages": [{"role": "assistant", "content": [IMG]}]}, "messages", "messages[0]: images are only accepted in user messages (this one is assistant)"),
+    ({"messages": [{"role": "user", "content": [TXT]}]}, "messages", "this captioner needs exactly one image per request, got 0"),
+    ({"messages": [{"role": "user", "content": [IMG, IMG, TXT]}]}, "messages", "this captioner needs exactly one image per request, got 2"),
+    ({"messages": user("data:image/png;base64,@@@")}, "messages", "image_url: the data URL is not valid base64"),
+    ({"messages": user(data_url(b"not a png"))}, "messages", "image_url: data URL is not a readable image"),
+    ({"messages": user("/no/such/file.png")}, "messages", "image_url: no such image file: /no/such/file.png"),
+    ({"messages": user("https://example.com/a.png")}, "messages", "image_url: remote URLs are not fetched by this server"),
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "message"), BAD, ids=[m for _, _, m in BAD])
-def test_malformed_requests_are_client_errors(body, status, message):
-    with pytest.raises(ClientError) as e:
-        parse_request(body, MODEL, max_tokens_limit=64)
-    assert e.value.status == status
-    assert message in e.value.message
+@pytest.mark.parametrize(("change", "param", "message"), BAD, ids=[m for _, _, m in BAD])
+def test_bad_parameters_are_400_with_the_param(echo, change, param, message):
+    body = {"model": MODEL, "messages": user(data_url(png_bytes())), **change}
+    with pytest.raises(openai.BadRequestError) as e:
+        client(echo.url).chat.completions.create(**body)
+    assert e.value.status_code == 400
+    assert set(e.value.body) == {"message", "type", "param", "code"} and e.value.body["type"] == "invalid_request_error"
+    assert e.value.body["param"] == param and e.value.body["message"].startswith(message), e.value.body
 
 
-def test_a_valid_request_is_parsed(tmp_path):
-    path = tmp_path / "a.png"
-    path.write_bytes(png_bytes((1, 2, 3)))
-    body = {
-        "model": MODEL,
-        "messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": path.as_uri()}}, {"type": "text", "text": "What brand?"}]},
-        ],
-        "temperature": 0.1,
-        "top_p": 0.2,
-        "max_tokens": 7,
-    }
-    req = parse_request(body, MODEL, max_tokens_limit=64)
-    assert req.prompt == "Be brief.\nWhat brand?"
-    assert req.gen == GenSettings(0.1, 0.2, 7, None)
-    assert req.image.getpixel((0, 0)) == (1, 2, 3)
-    # a plain path works as well as a file:// URL; file paths can be switched off
-    body["messages"][1]["content"][0]["image_url"] = str(path)
-    assert parse_request(body, MODEL, 64).image.size == (16, 16)
-    with pytest.raises(ClientError, match="file paths are disabled"):
-        parse_request(body, MODEL, 64, allow_files=False)
+def test_200_concurrent_requests_get_their_own_answers(echo, images):
+    """200 requests at once through AsyncOpenAI: 20 images x 10 prompts, 3 token limits; every answer names
+    its own image and prompt, and the server answered them in far fewer backend calls than requests."""
+    jobs = [(images[i % 20], f"prompt number {i}", 8 + i % 3) for i in range(200)]
+    expected = [" ".join(f"image {digest(p)} 64x64: {prompt}".split()[:mt]) for p, prompt, mt in jobs]
+    urls = {p: data_url(p.read_bytes()) for p in images}
+    batches_before = len(echo.batcher.batches)
+
+    async def main():
+        async with openai.AsyncOpenAI(base_url=echo.url, api_key="-", max_retries=0, timeout=120) as c:
+            return await asyncio.gather(*(c.chat.completions.create(model=MODEL, messages=user(urls[p], prompt), max_tokens=mt)
+                                          for p, prompt, mt in jobs))
+
+    answers = asyncio.run(main())
+    assert [a.choices[0].message.content for a in answers] == expected
+    assert len({a.id for a in answers}) == 200
+    calls = echo.batcher.batches[batches_before:]
+    assert sum(calls) == 200 and len(calls) < 100 and max(calls) <= 16
 
 
-# ----------------------------------------------------------------------------------------------- batching
-class EchoBackend:
-    """Answers with the image's red value and the prompt, and records the size of every call."""
-
-    name = MODEL
-
+# ---------------------------------------------------------------------------------------- the batcher
+class Recorder(EchoBackend):
     def __init__(self):
+        super().__init__(MODEL, call_ms=50)
         self.calls: list[tuple[int, float]] = []
 
-    def caption(self, images, prompts, *, temperature, top_p, max_new_tokens):
-        time.sleep(0.05)
-        self.calls.append((len(images), temperature))
-        return [f"{im.getpixel((0, 0))[0]}:{p}:{max_new_tokens}" for im, p in zip(images, prompts, strict=True)]
+    def caption(self, images, prompts, **gen):
+        self.calls.append((len(images), gen["temperature"]))
+        return super().caption(images, prompts, **gen)
 
 
-def test_batcher_groups_concurrent_requests_and_keeps_answers_apart():
-    backend = EchoBackend()
+def test_batcher_groups_concurrent_requests_and_never_mixes_settings():
+    backend = Recorder()
+    ims = [Image.new("RGB", (4, 4), (i, 0, 0)) for i in range(16)]
 
     async def main():
         batcher = Batcher(backend, max_size=8, wait_ms=50)
         batcher.start()
-        reqs = [
-            ParsedRequest(Image.new("RGB", (4, 4), (i, 0, 0)), f"p{i % 3}", GenSettings(0.0 if i < 10 else 0.5, 1.0, 5 + (i >= 10)), MODEL)
-            for i in range(16)
-        ]
-        answers = await asyncio.gather(*(batcher.submit(r) for r in reqs))
+        futs = [batcher.submit(ims[i], f"p{i % 3}", GenSettings(0.0 if i < 10 else 0.5, 1.0, 5 + (i >= 10))) for i in range(16)]
+        answers = await asyncio.gather(*futs)
         await batcher.stop()
         return answers
 
     answers = asyncio.run(main())
-    assert answers == [f"{i}:p{i % 3}:{5 + (i >= 10)}" for i in range(16)]
-    assert sum(n for n, _ in backend.calls) == 16
-    assert max(n for n, _ in backend.calls) > 1  # requests were grouped ...
-    assert max(n for n, _ in backend.calls) <= 8  # ... up to max_size
-    # a call never mixes generation settings
+    assert [a.text for a in answers] == [EchoBackend.answer(ims[i], f"p{i % 3}", 5 + (i >= 10)) for i in range(16)]
+    # usage counted with the answer: 1 word of prompt + 16 image tokens; "image <digest> 4x4: pN" cut to 5 or 6 words
+    assert {(a.prompt_tokens, a.completion_tokens) for a in answers} == {(17, 4)}
+    assert sum(n for n, _ in backend.calls) == 16 and 1 < max(n for n, _ in backend.calls) <= 8
     assert {t for _, t in backend.calls} == {0.0, 0.5}
 
 
-def test_a_failing_backend_fails_its_requests_not_the_batcher():
-    class Flaky(EchoBackend):
-        def caption(self, images, prompts, **gen):
-            if any(p == "boom" for p in prompts):
-                raise RuntimeError("model exploded")
-            return super().caption(images, prompts, **gen)
+# ----------------------------------------------------------------- the real captioner, the command line
+def test_real_captioner_answers_like_each_alone_with_true_usage(server_url, captioner_export, images):
+    from vlm.captioner import Captioner
 
-    async def main():
-        batcher = Batcher(Flaky(), max_size=4, wait_ms=0)
-        batcher.start()
-        im = Image.new("RGB", (4, 4), (7, 0, 0))
-        with pytest.raises(RuntimeError, match="exploded"):
-            await batcher.submit(ParsedRequest(im, "boom", GenSettings(0.0, 1.0, 3), MODEL))
-        ok = await batcher.submit(ParsedRequest(im, "fine", GenSettings(0.0, 1.0, 3), MODEL))
-        await batcher.stop()
-        return ok
-
-    assert asyncio.run(main()) == "7:fine:3"
-
-
-# ------------------------------------------------------------------------------ the real server over HTTP
-def test_20_concurrent_requests_get_their_own_answers(pixel_server_url, images):
-    base = pixel_server_url
-    bodies = [chat_body(data_url(p.read_bytes()), f"prompt {i}", temperature=0, max_tokens=5 + i % 3) for i, p in enumerate(images)]
-    expected = []
-    for i, p in enumerate(images):
-        with Image.open(p) as im:
-            expected.append(f"rgb{im.convert('RGB').getpixel((0, 0))} | prompt {i} | {5 + i % 3}")
-    assert len(set(expected)) == 20
-    alone = [post(f"{base}/chat/completions", b)[1]["choices"][0]["message"]["content"] for b in bodies]
-    assert alone == expected
-    batches_before = get(base.removesuffix("/v1") + "/health")[1]["batches"]
-    with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        together = list(pool.map(lambda b: post(f"{base}/chat/completions", b), bodies))
-    assert [s for s, _ in together] == [200] * 20
-    assert [r["choices"][0]["message"]["content"] for _, r in together] == expected
-    health = get(base.removesuffix("/v1") + "/health")[1]
-    # 20 requests (3 different max_tokens settings) took fewer backend calls than 20: they were batched
-    assert health["batches"] - batches_before < 20 and health["max_batch_seen"] > 1
-
-
-def test_real_captioner_answers_20_concurrent_requests_like_each_alone(server_url, images):
-    base = server_url
-    status, models = get(f"{base}/models")
-    assert status == 200 and [m["id"] for m in models["data"]] == [MODEL]
+    c = client(server_url, timeout=120)
+    assert [m.id for m in c.models.list()] == [MODEL]
     prompts = ["Describe the product in the image.", "What product is this?"]
-    bodies = [chat_body(data_url(p.read_bytes()), prompts[i % 2], temperature=0, max_tokens=12) for i, p in enumerate(images)]
-    # file paths are accepted too (the server runs on this machine)
-    bodies[0]["messages"][0]["content"][0]["image_url"]["url"] = str(images[0])
+    bodies = [user(data_url(p.read_bytes()), prompts[i % 2]) for i, p in enumerate(images)]
+    bodies[0][0]["content"][0]["image_url"]["url"] = str(images[0])  # a path on the server's disk works too
 
-    alone = []
-    for b in bodies:
-        status, r = post(f"{base}/chat/completions", b)
-        assert status == 200, r
-        alone.append(r["choices"][0]["message"]["content"])
-        assert r["object"] == "chat.completion" and r["model"] == MODEL
-        assert r["usage"]["total_tokens"] == r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"]
-        assert r["choices"][0]["finish_reason"] in ("stop", "length")
-    batches_before = get(f"{server_url.removesuffix('/v1')}/health")[1]["batches"]
-
+    alone = [c.chat.completions.create(model=MODEL, messages=m, temperature=0, max_tokens=12) for m in bodies]
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        together = list(pool.map(lambda b: post(f"{base}/chat/completions", b), bodies))
-    assert all(s == 200 for s, _ in together), [r for s, r in together if s != 200]
-    assert [r["choices"][0]["message"]["content"] for _, r in together] == alone
-    health = get(f"{server_url.removesuffix('/v1')}/health")[1]
-    assert health["status"] == "ok"
-    # 20 requests went through fewer backend calls than 20: the server batched them
-    assert health["batches"] - batches_before < 20
+        together = list(pool.map(lambda m: c.chat.completions.create(model=MODEL, messages=m, temperature=0, max_tokens=12), bodies))
+    assert [r.choices[0].message.content for r in together] == [r.choices[0].message.content for r in alone]
 
-
-def test_server_rejects_malformed_requests_with_4xx_json_and_keeps_serving(server_url, images):
-    base = server_url
-    root = base.removesuffix("/v1")
-    cases = [
-        (post(f"{base}/chat/completions", b"{not json"), 400, "not valid JSON"),
-        (post(f"{base}/chat/completions", b"\xff\xfe"), 400, "not valid JSON"),
-        (post(f"{base}/chat/completions", {"messages": "hi"}), 400, "'messages' must be a non-empty list"),
-        (post(f"{base}/chat/completions", chat_body(data_url(b"garbage"))), 400, "not a readable image"),
-        (post(f"{base}/chat/completions", chat_body(data_url(png_bytes()), max_tokens=-1)), 400, "'max_tokens'"),
-        (post(f"{base}/chat/completions", {**chat_body(data_url(png_bytes())), "model": "other"}), 404, "does not exist"),
-        (get(f"{base}/chat/completions"), 405, "Method Not Allowed"),
-        (get(f"{root}/v1/nothing"), 404, "Not Found"),
-    ]
-    for (status, body), want_status, want in cases:
-        assert status == want_status, body
-        assert set(body) == {"error"} and want in body["error"]["message"], body
-        assert isinstance(body["error"]["type"], str)
-    assert get(f"{root}/health") == (200, get(f"{root}/health")[1])
-    status, r = post(f"{base}/chat/completions", chat_body(data_url(images[3].read_bytes()), temperature=0, max_tokens=4))
-    assert status == 200 and isinstance(r["choices"][0]["message"]["content"], str)
+    # usage: the chat-templated prompt as the LLM reads it, its one <image> expanded to the tower's tokens
+    cap = Captioner.load(captioner_export, device="cpu")
+    tok = cap.vlm.tokenizer
+    for r, p in zip(alone[:2], prompts, strict=True):
+        templated = tok.apply_chat_template([{"role": "user", "content": "<image>\n" + p}], add_generation_prompt=True, tokenize=True)
+        ids = templated["input_ids"] if isinstance(templated, dict) or hasattr(templated, "keys") else templated
+        assert r.usage.prompt_tokens == len(ids) - 1 + cap.vlm.num_image_tokens
+        assert r.usage.prompt_tokens > cap.vlm.num_image_tokens  # the image counts (it used to be 4 in all)
+        text = r.choices[0].message.content
+        assert r.usage.completion_tokens == len(tok(text, add_special_tokens=False)["input_ids"])
+    streamed = c.chat.completions.create(model=MODEL, messages=bodies[3], temperature=0, max_tokens=12, stream=True)
+    assert "".join(ch.choices[0].delta.content or "" for ch in streamed if ch.choices) == alone[3].choices[0].message.content
 
 
 def test_a_bad_checkpoint_or_host_is_a_config_error(tmp_path):

@@ -1,25 +1,20 @@
-"""A small OpenAI-compatible chat client (stdlib HTTP) with retries and exponential backoff.
+"""The teacher's chat client: the official ``openai`` package against any OpenAI-compatible base URL.
 
-Retried: connection errors, timeouts, HTTP 408/409/429 and 5xx (a server that is busy or restarting).
-Not retried: other 4xx (the request itself is wrong; retrying cannot help) and answers that are not the
-chat-completions shape. A failure raises :class:`RequestFailed` with the server's own error message.
+Timeouts and retries are the ``openai`` client's own (``timeout``, ``max_retries``): connection errors,
+timeouts, HTTP 408/409/429 and 5xx are retried with exponential backoff (0.5 s doubling up to 8 s, with
+jitter; a server's ``Retry-After`` / ``retry-after-ms`` wins); other 4xx fail at once (the request itself is
+wrong). A failure raises :class:`RequestFailed` with the server's own error message and the attempts made.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
-import json
 import mimetypes
-import random
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+import openai
 
 
 class RequestFailed(Exception):
@@ -46,99 +41,58 @@ def image_url(path: str | Path, transport: str = "data_url") -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
-def _server_message(raw: bytes) -> str:
+def _attempts(request) -> int:
+    """The attempts behind a request the ``openai`` client sent (it numbers its retries in a header)."""
     try:
-        body = json.loads(raw)
-        err = body.get("error") if isinstance(body, dict) else None
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-        if isinstance(body, dict) and body.get("detail"):
-            return str(body["detail"])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        pass
-    return raw[:200].decode("utf-8", errors="replace").strip() or "(empty body)"
+        return int(request.headers.get("x-stainless-retry-count", 0)) + 1
+    except (AttributeError, ValueError):
+        return 1
+
+
+def _failure(e: openai.APIError, base_url: str) -> RequestFailed:
+    if isinstance(e, openai.APIStatusError):
+        body = e.body
+        message = body.get("message") if isinstance(body, dict) else None
+        return RequestFailed(f"HTTP {e.status_code}: {message or e.message}", _attempts(e.response.request), e.status_code)
+    if isinstance(e, openai.APIConnectionError):
+        cause = e.__cause__
+        reason = f"{type(cause).__name__}: {cause}" if cause else e.message
+        return RequestFailed(f"cannot reach {base_url} ({reason})", _attempts(e.request))
+    return RequestFailed(f"the answer is not a chat completion ({type(e).__name__}: {e})", 1)
 
 
 class ChatClient:
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        timeout_s: float = 60.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-    ):
+    """``chat(prompt, image, temperature, top_p, max_tokens) -> ChatResult`` and ``models() -> ids``; safe to
+    share between threads (one ``openai.OpenAI`` with its connection pool)."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 60.0, retries: int = 3):
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.api_key = api_key
-        self.timeout_s = float(timeout_s)
-        self.retries = int(retries)
-        self.backoff_s = float(backoff_s)
-        self.backoff_max_s = float(backoff_max_s)
-
-    def _headers(self) -> dict[str, str]:
-        h = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            h["Authorization"] = f"Bearer {self.api_key}"
-        return h
-
-    def _once(self, method: str, path: str, body: dict | None) -> tuple[int, bytes]:
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=self._headers())
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[Any, int]:
-        """The decoded JSON answer and the number of attempts; :class:`RequestFailed` after the last retry."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                status, raw = self._once(method, path, body)
-                if status < 300:
-                    try:
-                        return json.loads(raw), attempt
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        raise RequestFailed(f"{method} {path}: the answer is not JSON", attempt, status) from None
-                message, retryable = f"HTTP {status}: {_server_message(raw)}", status in RETRY_STATUS
-            except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
-                reason = getattr(e, "reason", e)
-                message, retryable, status = f"cannot reach {self.base_url} ({type(e).__name__}: {reason})", True, None
-            if not retryable or attempt > self.retries:
-                raise RequestFailed(message, attempt, status)
-            delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-            time.sleep(delay * (0.5 + random.random() / 2))
+        # A local server wants no key, but the openai client insists on one: any string will do there.
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "not-needed", timeout=float(timeout_s), max_retries=int(retries))
 
     def models(self) -> list[str]:
-        body, _ = self.request("GET", "/models")
         try:
-            return [m["id"] for m in body["data"]]
-        except (KeyError, TypeError):
-            raise RequestFailed(f"GET {self.base_url}/models: not an OpenAI model list", 1) from None
+            return [m.id for m in self.client.models.list()]
+        except openai.APIError as e:
+            raise _failure(e, self.base_url) from None
 
     def chat(self, prompt: str, image: str, temperature: float, top_p: float, max_tokens: int) -> ChatResult:
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": prompt}]}],
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_tokens": max_tokens,
-        }
         t0 = time.perf_counter()
-        answer, attempts = self.request("POST", "/chat/completions", body)
         try:
-            choice = answer["choices"][0]
-            text = choice["message"]["content"]
-            if text is not None and not isinstance(text, str):
-                raise TypeError
-        except (KeyError, IndexError, TypeError):
-            raise RequestFailed("the answer is not a chat completion (no choices[0].message.content)", attempts) from None
-        return ChatResult(text or "", choice.get("finish_reason"), answer.get("usage") or {}, attempts, time.perf_counter() - t0)
-
+            raw = self.client.chat.completions.with_raw_response.create(
+                model=self.model,
+                messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": prompt}]}],
+                temperature=temperature,
+                top_p=top_p,
+                max_tokens=max_tokens,
+            )
+            answer = raw.parse()
+        except openai.APIError as e:
+            raise _failure(e, self.base_url) from None
+        attempts = raw.retries_taken + 1
+        if not answer.choices or not isinstance(answer.choices[0].message.content, str | None):
+            raise RequestFailed("the answer is not a chat completion (no choices[0].message.content)", attempts)
+        choice = answer.choices[0]
+        usage = answer.usage.model_dump(exclude_none=True) if answer.usage else {}
+        return ChatResult(choice.message.content or "", choice.finish_reason, usage, attempts, time.perf_counter() - t0)

@@ -100,7 +100,7 @@ def make_client(cfg) -> ChatClient:
     if cfg.endpoint.image_transport not in ("data_url", "path"):
         raise ConfigError(f"endpoint.image_transport: expected data_url or path, got {cfg.endpoint.image_transport!r}")
     e = cfg.endpoint
-    return ChatClient(e.base_url, e.model, e.api_key, e.timeout_s, e.retries, e.backoff_s, e.backoff_max_s)
+    return ChatClient(e.base_url, e.model, e.api_key, e.timeout_s, e.retries)  # the openai client backs off
 
 
 def check_endpoint(cfg, client: ChatClient) -> None:
