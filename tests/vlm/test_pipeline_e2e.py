@@ -31,7 +31,7 @@ from PIL import Image
 from common import run
 from common.compose import compose_run, conf_dir
 from tests.conftest import ROOT
-from vlm import serve
+from tests.vlm.live_server import LiveServer
 from vlm.annotation.cache import read_rows
 from vlm.annotation.captions import run_captions
 from vlm.ingestion.runner import run as run_ingest
@@ -183,10 +183,8 @@ def world(tmp_path_factory):
     df.to_parquet(root / "products.parquet", index=False)
 
     teacher = Teacher(delay=0.02)
-    sock = serve.bind("127.0.0.1", 0)
-    app = serve.create_app(teacher, max_batch=4, wait_ms=2)
-    threading.Thread(target=serve.serve, args=(app, sock), daemon=True).start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    live = LiveServer(teacher, max_batch=4, wait_ms=2)  # the real vlm.serving app on uvicorn, in this process
+    url = live.url
     client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=5)
     for _ in range(200):
         try:
