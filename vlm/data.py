@@ -180,11 +180,15 @@ class CaptionDataset(Dataset):
             n_tiles = self.tiles_of(rec)
             for msgs in convs:
                 try:
-                    enc = encode(tokenizer, msgs, 1)
                     prompt = prompt_ids(tokenizer, rec.prompt_messages, 1)
+                    if rec.caption is None:  # read for evaluation without a caption: captioned, nothing to score the loss on
+                        ids, labels = list(prompt), [IGNORE] * len(prompt)
+                    else:
+                        enc = encode(tokenizer, msgs, 1)
+                        ids, labels = enc.input_ids, enc.labels
                 except DataError as e:
                     raise DataError(f"record {rec.id}: {e}") from None
-                self.items.append((rec, np.asarray(enc.input_ids, np.int32), np.asarray(enc.labels, np.int32),
+                self.items.append((rec, np.asarray(ids, np.int32), np.asarray(labels, np.int32),
                                    np.asarray(prompt, np.int32), n_tiles))
 
     def tiles_of(self, rec: Record) -> int:
@@ -253,8 +257,8 @@ class BrandCaptionData(pl.LightningDataModule):
         self.aliases = load_aliases(cfg.brand_aliases) if cfg.brand_aliases else {}
         self.records: dict[str, list[Record]] = {}
         for split, f in files.items():
-            if f:
-                self.records[split] = read_records(f, image_root, cfg)
+            if f:  # val / test records may lack a caption: their recalls need only the brand (no loss then)
+                self.records[split] = read_records(f, image_root, cfg, need_caption=split == "train")
         if "train" in self.records and "val" not in self.records:
             recs = self.records["train"]
             try:

@@ -13,6 +13,7 @@ import torch
 from common import io, optim, tracking
 from common.distributed import all_ranks, merge_shards
 from vlm import evaluation, policy
+from vlm.chat import IGNORE
 from vlm.models.vlm import VLM
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class CaptionModule(pl.LightningModule):
 
     # ---- evaluation ------------------------------------------------------------------------------------
     def _eval_step(self, batch, stage: str, dataloader_idx: int):
-        if dataloader_idx == 0:
+        if dataloader_idx == 0 and bool((batch["labels"] != IGNORE).any()):  # records read without a caption: no loss
             loss = self._loss(batch)
             self.log(f"{stage}/loss", loss, batch_size=self._batch_size(batch), add_dataloader_idx=False, sync_dist=True)
         texts, thumbs = self._captions(batch)

@@ -194,3 +194,31 @@ def test_untrained_eval_is_a_row_without_optimized_metric(tmp_path, vlm_cache, m
     (row,) = client.search_runs([client.get_experiment_by_name("vlm").experiment_id],
                                 "tags.eval_ckpt = 'untrained' and tags.epoch = '0'", max_results=1)
     assert json.loads(row.data.tags["overrides"])[-2:] == ["ckpt=untrained", "epoch=0"]
+
+
+def test_eval_takes_test_records_without_a_caption(tmp_path, vlm_cache):
+    """Brand labels only (no caption): the same captions and recalls as with captions, and no test loss."""
+    from tests.vlm.conftest import TINY
+
+    def evaluate(name: str, *data: str) -> tuple[dict, list[str]]:
+        r = run_cli("-m", "vlm.eval", "ckpt=untrained", f"paths.cache_dir={vlm_cache}", f"paths.log_dir={tmp_path / 'logs'}",
+                    "logger=none", *TINY, *data, "eval.max_new_tokens=4", "callbacks.progress_bar=null",
+                    "hydra.run.dir=" + str(tmp_path / name))
+        assert r.returncode == 0, r.stderr[-3000:]
+        run = tmp_path / name / "untrained"
+        preds = [json.loads(x)["pred"] for x in (run / "predictions_test.jsonl").read_text().splitlines()]
+        return json.loads((run / "metrics.json").read_text()), preds
+
+    with_cap, preds = evaluate("with")  # the synthetic set, captions included
+    synth_dir = next(vlm_cache.glob("vlm/synth-*/"))
+    rows = [json.loads(line) for line in (synth_dir / "test.jsonl").read_text().splitlines()]
+    without = tmp_path / "without.jsonl"
+    without.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("caption", "conversations")}) + "\n"
+                               for r in rows))
+    no_cap, preds2 = evaluate("without", "data=jsonl", f"data.train_file={synth_dir / 'train.jsonl'}",
+                              f"data.val_file={synth_dir / 'val.jsonl'}", f"data.test_file={without}",
+                              f"data.image_root={synth_dir}")
+    assert "test/loss" in with_cap and "test/loss" not in no_cap
+    recalls = {k: v for k, v in with_cap.items() if k.startswith("test/") and k.endswith("recall")}
+    assert recalls and recalls == {k: no_cap[k] for k in recalls}
+    assert preds == preds2 and len(preds) == len(rows)
