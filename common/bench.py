@@ -29,3 +29,19 @@ def machine() -> str:
     dev = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only"
     return (f"{cpu_name()}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"{dev}, python {platform.python_version()}, load average (1/5/15 min) {load()}")
+
+
+def write_section(doc: str | Path, begin: str, end: str, lines: list[str]) -> None:
+    """Replace the part of ``doc`` between the ``begin`` / ``end`` marker lines with ``lines`` (appended, markers
+    included, when the doc has none), so one bench rewrites its own rows and leaves the rest of the doc alone."""
+    from common import io
+
+    doc = Path(doc)
+    text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
+    block = "\n".join([begin, *lines, end])
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    io.write_text(doc, text)

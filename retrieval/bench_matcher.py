@@ -21,8 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import io
-from common.bench import load, machine
+from common.bench import load, machine, write_section
 
 # Li et al. 2020, "Deep Entity Matching with Pre-Trained Language Models", Table 4 (RoBERTa, DeepMatcher splits)
 DITTO = {"abt_buy": 89.33, "amazon_walmart": 86.76}
@@ -46,7 +45,7 @@ def run_one(name: str, folder: Path, overrides: list[str], root: Path) -> dict:
 
 
 def section(rows: list[dict], started: str) -> list[str]:
-    lines = [BEGIN, "## Pair matcher (`+exp=matcher`, Ditto-style cross-encoder) vs Ditto", "",
+    lines = ["## Pair matcher (`+exp=matcher`, Ditto-style cross-encoder) vs Ditto", "",
              f"machine at start: {started}", "",
              "| data set | command | wall s | load at end | val F1 | test P | test R | test F1 | Ditto F1 | gap |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -57,18 +56,7 @@ def section(rows: list[dict], started: str) -> list[str]:
                      f"{100 * r['test/pair_precision']:.1f} | {100 * r['test/pair_recall']:.1f} | {f1:.1f} | "
                      f"{anchor if anchor else '-'} | {f'{f1 - anchor:+.1f}' if anchor else '-'} |")
     return [*lines, "", "Ditto: RoBERTa-base, 256 tokens, up to 40 epochs on a GPU, with its domain-knowledge injection; the "
-            "matcher here is MiniLM-L6 (the pretrained encoder that installs offline) within a CPU budget.", END]
-
-
-def write_section(doc: Path, lines: list[str]) -> None:
-    text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
-    block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    io.write_text(doc, text)
+            "matcher here is MiniLM-L6 (the pretrained encoder that installs offline) within a CPU budget."]
 
 
 def main(argv=None) -> int:
@@ -87,7 +75,7 @@ def main(argv=None) -> int:
             print(f"[bench matcher] {name}: skipped ({folder} not found)")
             continue
         rows.append(run_one(name, folder, list(args.overrides), Path(args.root)))
-        write_section(Path(args.doc), section(rows, started))  # rewritten after each data set
+        write_section(args.doc, BEGIN, END, section(rows, started))  # rewritten after each data set
     print("\n".join(section(rows, started)))
     print(f"written to {args.doc} ({shlex.join(['python', '-m', 'retrieval.bench_matcher', *(argv or sys.argv[1:])])})")
     return 0

@@ -72,6 +72,11 @@ class HfCaptioner:
         enc = self.vlm.processor(images=pil, text=[text] * len(pil), padding=True, padding_side="left", return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
+    def prompt_tokens(self, image, prompt: str | None = None) -> int:
+        """How many ids the VLM reads for ``image`` + ``prompt``: the processor's chat-templated prompt with the
+        image tokens it expands (``vlm.serve``'s ``usage.prompt_tokens``)."""
+        return int(self._inputs([image], prompt)["input_ids"].shape[1])
+
     def generate_ids(self, images: Sequence, prompt: str | None = None, temperature: float = 0.0, top_p: float = 1.0,
                      max_new_tokens: int = 32, num_beams: int = 1, use_cache: bool = True, seed: int | None = None,
                      batch_size: int = 64) -> list[list[int]]:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from vlm.realsize import _available_bytes, _rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = {  # the overlays' settings (conf/vlm/exp/hf_vlm_lora.yaml, hf_vlm_freeze.yaml)
@@ -37,21 +38,24 @@ CAPTION = "A black leather handbag with a gold chain strap by Chanel."
 PROMPT = "Describe the product in the image."
 
 
-def _tokenizer(specials: list[str], eos: str, named: dict[str, str] | None = None):
+def bpe_tokenizer(specials: list[str], eos: str, named: dict[str, str] | None = None, texts: list[str] | None = None,
+                  vocab_size: int = 300):
+    """A small byte-level BPE trained on ``texts`` with the family's special tokens (``named``: the processor's
+    named ones, e.g. InternVL's ``context_image_token``): what a replica needs in place of the real tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", *specials],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", *specials],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator([CAPTION, PROMPT, "USER: ", "ASSISTANT:", "user\n", "assistant\n"], trainer=trainer)
+    tok.train_from_iterator([*(texts or [CAPTION, PROMPT]), "user\n", "assistant\n", "USER: ", "ASSISTANT:"], trainer=trainer)
     kw = {"extra_special_tokens": named} if named else {}
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<pad>", **kw)
 
 
-# the chat templates of the test replicas (tests/vlm/replicas.py): LLaVA's USER/ASSISTANT turns, InternVL's ChatML
+# chat templates in the families' shapes (the test replicas use them too): LLaVA's USER/ASSISTANT turns, InternVL's ChatML
 LLAVA_TEMPLATE = (
     "{% for message in messages %}{{ message['role'].upper() + ': ' }}"
     "{% for c in message['content'] %}{% if c['type'] == 'image' %}{{ '<image>\n' }}{% endif %}{% endfor %}"
@@ -77,7 +81,7 @@ def llava_next_7b():
         MistralConfig,
     )
 
-    tok = _tokenizer(["</s>", "<image>"], "</s>")
+    tok = bpe_tokenizer(["</s>", "<image>"], "</s>")
     vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                               image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
     text = MistralConfig(vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -106,7 +110,7 @@ def internvl2_5_4b():
 
     named = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
              "video_token": "<video>"}
-    tok = _tokenizer(["<|im_start|>", "<|im_end|>", *named.values()], "<|im_end|>", named)
+    tok = bpe_tokenizer(["<|im_start|>", "<|im_end|>", *named.values()], "<|im_end|>", named)
     vision = InternVLVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                                   image_size=448, patch_size=14, norm_type="layer_norm", use_qk_norm=False)
     text = Qwen2Config(vocab_size=151674, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
@@ -143,19 +147,6 @@ def ensure(family: str, cache_dir: Path) -> Path:
     return out
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _available() -> int:
-    if torch.cuda.is_available():
-        return int(torch.cuda.mem_get_info()[0])
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return 1 << 62
-
-
 def row(family: str, policy: str, folder: Path, steps: int) -> dict:
     """One family x policy in this process: build as vlm.train does, then ``steps`` timed steps after a warm-up."""
     from omegaconf import OmegaConf
@@ -186,9 +177,9 @@ def row(family: str, policy: str, folder: Path, steps: int) -> dict:
     out["trainable"] = sum(p.numel() for p in vlm.parameters() if p.requires_grad)
     out["total"] = sum(p.numel() for p in vlm.parameters())
     need = 16 * out["trainable"] + (3 << 30)  # fp32 weights, grads, two AdamW moments + headroom
-    if steps <= 0 or need > _available():
+    if steps <= 0 or need > _available_bytes(device):
         out["skipped"] = ("counts only (--steps 0)" if steps <= 0 else
-                          f"needs > {need / 2**30:.0f} GiB more for the trainables' states, {_available() / 2**30:.0f} GiB free")
+                          f"needs > {need / 2**30:.0f} GiB more for the trainables' states, {_available_bytes(device) / 2**30:.0f} GiB free")
         out["rss_mb"] = _rss_mb()
         return out
     _, _, size = FAMILIES[family]()
@@ -252,21 +243,8 @@ def table(rows: list[dict], command: str, machine: str) -> list[str]:
 BEGIN, END = "<!-- real-size hf_vlm: python -m vlm.realsize_hf -->", "<!-- end real-size hf_vlm -->"
 
 
-def write_section(doc: Path, lines: list[str]) -> None:
-    from common import io
-
-    text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
-    block = "\n".join([BEGIN, *lines, END])
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    io.write_text(doc, text)
-
-
 def main(argv=None) -> int:
-    from common.bench import machine
+    from common.bench import machine, write_section
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--families", default="internvl2_5_4b,llava_next_7b")
@@ -296,7 +274,7 @@ def main(argv=None) -> int:
                                  f"{(r.stderr.strip().splitlines() or ['?'])[-1]}")
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-            write_section(Path(args.docs), table(rows, command, started))
+            write_section(args.docs, BEGIN, END, table(rows, command, started))
     print("\n".join(table(rows, command, started)))
     return 0
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from vlm.realsize_hf import INTERNVL_TEMPLATE, LLAVA_TEMPLATE, bpe_tokenizer
+
 IMAGE = 28  # two 14-px patches a side -> 4 patches + CLS; pixel_shuffle=2 -> 1 token a tile
 
 PREPROCESSOR = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
@@ -186,41 +188,16 @@ def qwen2_llm(out: Path) -> Path:
 # ---- whole VLMs (model=hf_vlm) --------------------------------------------------------------------------
 
 
-LLAVA_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'].upper() + ': ' }}"
-    "{% for c in message['content'] %}{% if c['type'] == 'image' %}{{ '<image>\n' }}{% endif %}{% endfor %}"
-    "{% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
-    "{% if message['role'] == 'assistant' %}{{ '</s>' }}{% endif %}{{ ' ' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
 QWEN_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
     "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-INTERNVL_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<IMG_CONTEXT>\n"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 def _tokenizer(specials: list[str], eos: str, named: dict[str, str] | None = None):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     from vlm.synth import caption_corpus
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", *specials],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(caption_corpus() + ["user\n", "assistant\n", "USER: ", "ASSISTANT:"], trainer=trainer)
-    kw = {"extra_special_tokens": named} if named else {}
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<pad>", **kw)
+    return bpe_tokenizer(specials, eos, named, texts=caption_corpus(), vocab_size=400)
 
 
 def _text_config(cls, tok, **extra):

@@ -118,11 +118,16 @@ def test_train_test_caption_and_export_in_process(hf_cfg, family, tmp_path):
     assert same
     images = [records[p["id"]]["image"] for p in same]
     assert cap.caption(images, prompt=PROMPT, max_new_tokens=6) == [p["pred"] for p in same]
-    from vlm.serve import CaptionerBackend  # what vlm.serve answers with
+    from vlm.serving.backends import CaptionerBackend  # what vlm.serve answers with
 
     served = CaptionerBackend(str(out / "captioner"), device="cpu").caption(
         images, [PROMPT] * len(images), temperature=0.0, top_p=1.0, max_new_tokens=6, seed=0)
     assert served == [p["pred"] for p in same]
+    from PIL import Image as PILImage
+
+    img = PILImage.open(images[0]).convert("RGB")  # usage: the ids the VLM reads, image tokens expanded
+    n_ids = int(cap._inputs([img], PROMPT)["input_ids"].shape[1])
+    assert CaptionerBackend(str(out / "captioner"), device="cpu").prompt_tokens(img, PROMPT) == n_ids > 1
 
     # the plain transformers export of the checkpoint (LoRA merged): same greedy tokens with no code of this repository
     from vlm.hf_captioner import export_pretrained

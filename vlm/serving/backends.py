@@ -70,6 +70,8 @@ class CaptionerBackend:
         from vlm.images import tiles_of
 
         cap = self.captioner
+        if hasattr(cap, "prompt_tokens"):  # a model=hf_vlm captioner: its processor expands the image tokens
+            return cap.prompt_tokens(image, prompt)
         ids = prompt_ids(self.tokenizer, [user_message(prompt or cap.default_prompt)], 1)  # one <image> position
         tiles = len(tiles_of(image, cap.image_size, cap.max_num, cap.min_num))
         return len(ids) - 1 + tiles * cap.vlm.num_image_tokens
