@@ -75,14 +75,18 @@ def test_textcls_optuna_runs_two_trials_and_returns_its_metric(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_sweep_runs_parallel_jobs_into_the_store(tmp_path, mlflow_uri):
+    from tests.reliability.harness import call
+
     sweep = tmp_path / "sweep"
-    res = run_cli(
-        "-m", "tests.common.toy.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    # the sweep's parent in this process (its jobs still run in joblib's worker processes); the sweep from a
+    # fresh interpreter is tests/reliability's test_a_joblib_sweep_on_a_new_store_records_every_job
+    res = call(
+        "tests.common.toy.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
         "module.lr=0.01,0.1", "trainer.max_epochs=1", "logger.mlflow.experiment_name=toy_joblib",
         f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}", f"logger.mlflow.tracking_uri={mlflow_uri}",
         f"logger.mlflow.artifact_location={tmp_path}/art", "callbacks.progress_bar=null",
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.code == 0, res.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in res.stdout + res.stderr
     client = MlflowClient(tracking_uri=mlflow_uri)
     parent = (sweep / "mlflow_parent_run_id").read_text().strip()
