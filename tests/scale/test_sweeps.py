@@ -48,13 +48,15 @@ def test_optuna_search_composes_for_each_package(package):
 def test_textcls_optuna_runs_two_trials_and_returns_its_metric(tmp_path):
     # optim.lr is searched: a fixed value on the command line would take it out of the search space
     small = [o for o in TEXTCLS_SMALL if not o.startswith(("data.synth.n=", "trainer.max_epochs=", "optim.lr="))]
+    from tests.reliability.harness import call
+
     sweep = tmp_path / "sweep"
-    res = run_cli(
-        "-m", "textcls.train", "-m", "hparams_search=textcls_optuna", "hydra.sweeper.n_trials=2",
+    res = call(  # in this process: the trials run one after the other in it anyway (basic launcher)
+        "textcls.train", "-m", "hparams_search=textcls_optuna", "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2", *small, "data.synth.n=600", "trainer.max_epochs=1",
         "logger=none", f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.code == 0, res.stderr[-3000:]
     trials = sorted(p for p in sweep.iterdir() if p.name.isdigit())
     assert [p.name for p in trials] == ["0", "1"]
     space = package_cfg("textcls", "hparams_search=textcls_optuna").hydra.sweeper.params
