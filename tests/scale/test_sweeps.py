@@ -13,7 +13,6 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
 from common.config import validate
-from tests.conftest import run_cli
 from tests.scale.conftest import package_cfg
 from tests.textcls.conftest import SMALL as TEXTCLS_SMALL
 
