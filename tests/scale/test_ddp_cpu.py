@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 
 from tests.retrieval.conftest import TINY as RETRIEVAL_TINY
-from tests.scale.conftest import train_cli
+from tests.scale.conftest import train_cli, train_here
 from tests.textcls.conftest import SMALL as TEXTCLS_SMALL
 from tests.vlm.conftest import TINY as VLM_TINY
 
@@ -60,7 +60,8 @@ CASES = {
 def test_ddp_cpu_matches_one_process(package, tmp_path, scale_cache):
     overrides, batch, tolerances = CASES[package]
     common = [*overrides, "logger=none"]
-    one = train_cli(package, tmp_path / "cpu", *common, f"data.batch_size={batch}", cache=scale_cache)
+    # the one-process run in this process; the DDP run from a fresh interpreter, as a user starts it (it spawns)
+    one = train_here(package, tmp_path / "cpu", *common, f"data.batch_size={batch}", cache=scale_cache)
     two = train_cli(package, tmp_path / "ddp", *common, f"data.batch_size={batch // 2}", "trainer=ddp_cpu",
                     cache=scale_cache)
     for metric, (tol, floor) in tolerances.items():

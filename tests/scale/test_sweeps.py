@@ -13,7 +13,6 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
 from common.config import validate
-from tests.conftest import run_cli
 from tests.scale.conftest import package_cfg
 from tests.textcls.conftest import SMALL as TEXTCLS_SMALL
 
@@ -48,13 +47,15 @@ def test_optuna_search_composes_for_each_package(package):
 def test_textcls_optuna_runs_two_trials_and_returns_its_metric(tmp_path):
     # optim.lr is searched: a fixed value on the command line would take it out of the search space
     small = [o for o in TEXTCLS_SMALL if not o.startswith(("data.synth.n=", "trainer.max_epochs=", "optim.lr="))]
+    from tests.reliability.harness import call
+
     sweep = tmp_path / "sweep"
-    res = run_cli(
-        "-m", "textcls.train", "-m", "hparams_search=textcls_optuna", "hydra.sweeper.n_trials=2",
+    res = call(  # in this process: the trials run one after the other in it anyway (basic launcher)
+        "textcls.train", "-m", "hparams_search=textcls_optuna", "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2", *small, "data.synth.n=600", "trainer.max_epochs=1",
         "logger=none", f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.code == 0, res.stderr[-3000:]
     trials = sorted(p for p in sweep.iterdir() if p.name.isdigit())
     assert [p.name for p in trials] == ["0", "1"]
     space = package_cfg("textcls", "hparams_search=textcls_optuna").hydra.sweeper.params
@@ -75,14 +76,18 @@ def test_textcls_optuna_runs_two_trials_and_returns_its_metric(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_sweep_runs_parallel_jobs_into_the_store(tmp_path, mlflow_uri):
+    from tests.reliability.harness import call
+
     sweep = tmp_path / "sweep"
-    res = run_cli(
-        "-m", "tests.common.toy.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    # the sweep's parent in this process (its jobs still run in joblib's worker processes); the sweep from a
+    # fresh interpreter is tests/reliability's test_a_joblib_sweep_on_a_new_store_records_every_job
+    res = call(
+        "tests.common.toy.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
         "module.lr=0.01,0.1", "trainer.max_epochs=1", "logger.mlflow.experiment_name=toy_joblib",
         f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}", f"logger.mlflow.tracking_uri={mlflow_uri}",
         f"logger.mlflow.artifact_location={tmp_path}/art", "callbacks.progress_bar=null",
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.code == 0, res.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in res.stdout + res.stderr
     client = MlflowClient(tracking_uri=mlflow_uri)
     parent = (sweep / "mlflow_parent_run_id").read_text().strip()

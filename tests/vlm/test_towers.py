@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import run_cli
+from tests.reliability.harness import call
 from tests.vlm import replicas
 
 TOWERS = {
@@ -146,8 +147,10 @@ def test_tower_through_train_eval_generate_on_the_cli(towers, name, tmp_path, vl
     common = [f"paths.cache_dir={vlm_cache}", f"paths.log_dir={tmp_path / 'logs'}",
               f"logger.mlflow.tracking_uri={mlflow_uri}", f"logger.mlflow.artifact_location={tmp_path / 'art'}"]
     model = [o for o in TINY if not o.startswith("model.vision.")] + _tower_overrides(towers, name) + CASES[name]
-    r = run_cli("-m", "vlm.train", *common, *model, *E2E, "hydra.run.dir=" + str(tmp_path / "run"))
-    assert r.returncode == 0, r.stderr[-3000:]
+    # the three commands in this process (a fresh interpreter each is ~7 s of imports); the command line's own
+    # exit code is test_a_broken_vision_dir_is_one_error_line_on_the_cli's
+    r = call("vlm.train", *common, *model, *E2E, "hydra.run.dir=" + str(tmp_path / "run"))
+    assert r.code == 0, r.stderr[-3000:]
     run_dir = tmp_path / "run"
     saved = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch_*.ckpt"))
     assert saved == ["epoch_000.ckpt", "epoch_001.ckpt"]
@@ -155,8 +158,8 @@ def test_tower_through_train_eval_generate_on_the_cli(towers, name, tmp_path, vl
     assert {k.split(".")[1] for k in ck["state_dict"]} == ({"projector"} if "train_vision=false" in str(CASES[name])
                                                            else {"vision", "projector"})  # frozen parts not saved
 
-    r = run_cli("-m", "vlm.eval", f"ckpt={run_dir}", *common, "hydra.run.dir=" + str(tmp_path / "eval"))
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = call("vlm.eval", f"ckpt={run_dir}", *common, "hydra.run.dir=" + str(tmp_path / "eval"))
+    assert r.code == 0, r.stderr[-3000:]
     client = MlflowClient(tracking_uri=mlflow_uri)
     exp = client.get_experiment_by_name("vlm")
     rows = client.search_runs([exp.experiment_id], f"tags.eval_ckpt LIKE '{run_dir}%'")
@@ -173,9 +176,9 @@ def test_tower_through_train_eval_generate_on_the_cli(towers, name, tmp_path, vl
 
     test_jsonl = next(vlm_cache.glob("vlm/synth-*/test.jsonl"))
     out = tmp_path / "captions.jsonl"
-    r = run_cli("-m", "vlm.generate", "--jsonl", str(test_jsonl), "--captioner", str(tmp_path / "eval" / "epoch_001" /
-                "captioner"), "--out", str(out), "--max-new-tokens", "4")
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = call("vlm.generate", "--jsonl", str(test_jsonl), "--captioner", str(tmp_path / "eval" / "epoch_001" /
+             "captioner"), "--out", str(out), "--max-new-tokens", "4")
+    assert r.code == 0, r.stderr[-3000:]
     assert len(out.read_text().splitlines()) == len(test_jsonl.read_text().splitlines())
 
 
@@ -184,10 +187,10 @@ def test_untrained_eval_is_a_row_without_optimized_metric(tmp_path, vlm_cache, m
 
     from tests.vlm.conftest import TINY
 
-    r = run_cli("-m", "vlm.eval", "ckpt=untrained", f"paths.cache_dir={vlm_cache}", f"paths.log_dir={tmp_path / 'logs'}",
-                f"logger.mlflow.tracking_uri={mlflow_uri}", f"logger.mlflow.artifact_location={tmp_path / 'art'}",
-                *TINY, "eval.max_new_tokens=4", "callbacks.progress_bar=null", "hydra.run.dir=" + str(tmp_path / "e"))
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = call("vlm.eval", "ckpt=untrained", f"paths.cache_dir={vlm_cache}", f"paths.log_dir={tmp_path / 'logs'}",
+             f"logger.mlflow.tracking_uri={mlflow_uri}", f"logger.mlflow.artifact_location={tmp_path / 'art'}",
+             *TINY, "eval.max_new_tokens=4", "callbacks.progress_bar=null", "hydra.run.dir=" + str(tmp_path / "e"))
+    assert r.code == 0, r.stderr[-3000:]
     metrics = json.loads((tmp_path / "e" / "untrained" / "metrics.json").read_text())
     assert "test/logo_recall" in metrics and "val/score" not in metrics
     client = MlflowClient(tracking_uri=mlflow_uri)
