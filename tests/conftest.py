@@ -29,10 +29,11 @@ OWN_GROUP = {"vlm/test_towers.py"}
 # tests over 4 s each: DDP file 240, vlm real towers 160, reliability 136, common 117, textcls 71, vlm 65 (and
 # the most tests, on session-built models), retrieval 62, sweeps 54, report sweep 32; the groups not named
 # (conf, gather: seconds) come last.
-# NB: under pytest 9 with xdist 3.8 the groups do not hold: xdist renames `item._nodeid` to `<id>@<group>`, but
-# pytest 9 builds `nodeid` from `item._id`, so every test is its own unit (and both workers build a package's
-# session fixtures). This order then deals the long tests first and the short ones last; once the groups hold
-# again it deals the longest groups first (xdist's own order, most tests first, is turned off below).
+# NB: under pytest 9 with xdist 3.8 `--dist loadgroup` does not hold its groups: xdist renames `item._nodeid` to
+# `<id>@<group>`, but pytest 9 builds `nodeid` from `item._id`, so every test became its own unit and both workers
+# built the same module fixtures (a trained reranker, a tiny VLM). `make test` therefore deals whole files
+# (`--dist loadfile`), in this order: the long files first, the short ones last. The xdist_group marks stay for
+# `--dist loadgroup` once xdist and pytest agree again.
 FIRST = ("scale/test_ddp_cpu.py", "vlm/test_towers.py", "vlm", "reliability", "common", "textcls", "retrieval",
          "scale/test_sweeps.py", "scale/test_report_sweep.py")
 
@@ -49,7 +50,7 @@ def _group(item) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n 2 --dist loadgroup`` a package's tests are meant to share one worker (and so its
+    """Under ``pytest -n 2 --dist loadgroup`` (see the NB above; ``make test`` uses loadfile) a package's tests are meant to share one worker (and so its
     session-scoped trained fixtures, built once; see the NB above); the scale-out files and :data:`OWN_GROUP`, which share nothing but a cache,
     spread out. Groups are ordered :data:`FIRST`, then by number of tests; each keeps its own order."""
     groups = {id(item): _group(item) for item in items}
