@@ -178,7 +178,7 @@ def row(family: str, policy: str, folder: Path, steps: int) -> dict:
     out["total"] = sum(p.numel() for p in vlm.parameters())
     need = 16 * out["trainable"] + (3 << 30)  # fp32 weights, grads, two AdamW moments + headroom
     if steps <= 0 or need > _available_bytes(device):
-        out["skipped"] = ("counts only (--steps 0)" if steps <= 0 else
+        out["skipped"] = ("counts only, built on the meta device (--counts-only / --steps 0)" if steps <= 0 else
                           f"needs > {need / 2**30:.0f} GiB more for the trainables' states, {_available_bytes(device) / 2**30:.0f} GiB free")
         out["rss_mb"] = _rss_mb()
         return out
