@@ -22,7 +22,8 @@ def compose_run(config_dir: str | Path, overrides: Sequence[str], run_dir: str |
     """The primary config ``name`` of ``config_dir`` with ``overrides``, for a job writing to ``run_dir``.
 
     As in a CLI job: Hydra's runtime config is set (``HydraConfig.get()`` works), ``run_dir/.hydra/overrides.yaml``
-    is written (``ckpt_path=last`` looks for it), ``paths.output_dir`` is ``run_dir`` and the ``hydra`` node is
+    (``ckpt_path=last`` looks for it) and ``config.yaml`` (the evaluation CLIs rebuild a run's model from it) are
+    written, ``paths.output_dir`` is ``run_dir`` and the ``hydra`` node is
     dropped from the returned config. ``run_dir`` may be a function of the composed config (e.g. a folder under
     its final ``paths.log_dir`` / ``task_name``, as the CLI's run dirs are).
     """
@@ -40,4 +41,5 @@ def compose_run(config_dir: str | Path, overrides: Sequence[str], run_dir: str |
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
         del cfg["hydra"]
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
     return cfg

@@ -129,7 +129,7 @@ RETRIEVAL_CASES = [
     ("retrieval-deepmatcher-unknown-match-id", RT, [*DM, "data.path={bad}/dm_unknown_id"], r"error: {bad}/dm_unknown_id/matches\.csv:3: tableB_id '99' is not in tableB\.csv", RUN_OUTPUTS),
     ("retrieval-negatives-file-without-pos", RT, [*SHOPEE, "data.path={bad}/shopee_good.csv", "data.negatives_file={bad}/flag_no_pos.jsonl"],
      r"error: {bad}/flag_no_pos\.jsonl:2: field 'pos' must be a non-empty list of non-empty strings", RUN_OUTPUTS),
-    ("retrieval-unknown-data-source", RT, [*TRAIN, "data.source=csv"], r"error: data\.source: expected synthetic\|shopee\|deepmatcher\|query_gallery, got 'csv'", RUN_OUTPUTS),
+    ("retrieval-unknown-data-source", RT, [*TRAIN, "data.source=csv"], r"error: data\.source: expected synthetic\|shopee\|deepmatcher\|query_gallery\|flag_jsonl, got 'csv'", RUN_OUTPUTS),
     ("retrieval-old-data-kind", RT, [*TRAIN, "data.kind=csv"], r"error: data\.kind: renamed to data\.source", []),
     ("retrieval-config-typo", RT, [*TRAIN, "+data.imagedir=x"], r"error: data\.imagedir: unknown key \(did you mean 'image_dir'\?\)", RUN_OUTPUTS),
     ("retrieval-config-wrong-type", RT, [*TRAIN, "data.batch_size=big"], r"error: data\.batch_size: Value 'big' of type 'str' could not be converted to Integer", []),

@@ -102,7 +102,7 @@ def test_matcher_cli_trains_from_tables_and_its_checkpoint_says_how_pairs_were_w
     folder = write_tables(tmp_path / "dm")
     ended = call("retrieval.train", *MATCHER, f"data.path={folder}", f"hydra.run.dir={tmp_path / 'run'}",
                  f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}")
-    assert ended.code == 0, ended.err[-2000:]
+    assert ended.code == 0, ended.stderr[-2000:]
     import json
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

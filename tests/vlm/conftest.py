@@ -72,3 +72,15 @@ def built(vlm_cfg):
         return cfg, module, dm
 
     return make
+
+
+def synth_dir(cfg_or_run) -> Path:
+    """The synthetic set a run used (a composed config, or a run dir with ``.hydra/config.yaml``): the session cache
+    holds one set per data config, so the first ``synth-*`` folder found may be another test's."""
+    from omegaconf import OmegaConf
+
+    from vlm import synth
+
+    cfg = cfg_or_run if not isinstance(cfg_or_run, str | Path) else OmegaConf.load(Path(cfg_or_run) / ".hydra" / "config.yaml")
+    sc = synth.SynthConfig(**OmegaConf.to_container(cfg.data.synthetic, resolve=True))
+    return synth.ensure(sc, cfg.paths.cache_dir)

@@ -15,6 +15,7 @@ import torch
 
 from tests.conftest import run_cli
 from tests.vlm import replicas
+from tests.vlm.conftest import synth_dir
 
 DATA = [
     "data.synthetic.brands=3", "data.synthetic.train_logo_per_brand=8", "data.synthetic.train_none=8",
@@ -55,7 +56,7 @@ def _snapshot(module) -> dict[str, torch.Tensor]:
 
 
 def _test_records(cfg) -> dict[str, dict]:
-    path = next(Path(cfg.paths.cache_dir).glob("vlm/synth-*/test.jsonl"))
+    path = synth_dir(cfg) / "test.jsonl"
     return {r["id"]: {**r, "image": str(path.parent / r["image"])} for r in map(json.loads, path.read_text().splitlines())}
 
 
@@ -107,6 +108,16 @@ def test_train_test_caption_and_export_in_process(hf_cfg, family, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for k in cfg.report_metrics:
         assert k in metrics
+    # vlm.eval's command line (in this process) on the run dir reproduces the run's own test of its checkpoint
+    from tests.reliability.harness import call
+
+    r = call("vlm.eval", f"ckpt={out}", f"paths.cache_dir={cfg.paths.cache_dir}", f"paths.log_dir={tmp_path / 'logs'}",
+             "logger=none", "callbacks.progress_bar=null", "hydra.run.dir=" + str(tmp_path / "eval"))
+    assert r.code == 0, r.stderr[-3000:]
+    again = json.loads(next((tmp_path / "eval").glob("epoch_*/metrics.json")).read_text())
+    assert again["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-5)
+    assert {k: again[k] for k in cfg.report_metrics if k.startswith("test/")} == \
+           {k: metrics[k] for k in cfg.report_metrics if k.startswith("test/")}
     ckpt = torch.load(next((out / "checkpoints").glob("epoch_*.ckpt")), weights_only=True)
     assert set(ckpt["state_dict"]) == {f"vlm.{n}" for n in trainable}  # only what trained
 
@@ -176,7 +187,7 @@ def test_llava_next_through_train_eval_generate_on_the_cli(whole_vlms, tmp_path,
     again = json.loads((tmp_path / "eval" / "epoch_000" / "metrics.json").read_text())
     assert again["test/loss"] == pytest.approx(trained["test/loss"], rel=1e-5)
 
-    test_jsonl = next(vlm_cache.glob("vlm/synth-*/test.jsonl"))
+    test_jsonl = synth_dir(run_dir) / "test.jsonl"
     out = tmp_path / "captions.jsonl"
     r = run_cli("-m", "vlm.generate", "--jsonl", str(test_jsonl), "--captioner", str(run_dir / "captioner"),
                 "--out", str(out), "--prompt", PROMPT, "--max-new-tokens", "6")

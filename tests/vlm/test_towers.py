@@ -13,6 +13,7 @@ import torch
 from tests.conftest import run_cli
 from tests.reliability.harness import call
 from tests.vlm import replicas
+from tests.vlm.conftest import synth_dir
 
 TOWERS = {
     "internvl_hf": (replicas.internvl_hf_vision, []),
@@ -174,7 +175,7 @@ def test_tower_through_train_eval_generate_on_the_cli(towers, name, tmp_path, vl
     again = json.loads((tmp_path / "eval" / best.stem / "metrics.json").read_text())
     assert again["test/loss"] == pytest.approx(trained["test/loss"], rel=1e-5)
 
-    test_jsonl = next(vlm_cache.glob("vlm/synth-*/test.jsonl"))
+    test_jsonl = synth_dir(run_dir) / "test.jsonl"
     out = tmp_path / "captions.jsonl"
     r = call("vlm.generate", "--jsonl", str(test_jsonl), "--captioner", str(tmp_path / "eval" / "epoch_001" /
              "captioner"), "--out", str(out), "--max-new-tokens", "4")
@@ -213,14 +214,14 @@ def test_eval_takes_test_records_without_a_caption(tmp_path, vlm_cache):
         return json.loads((run / "metrics.json").read_text()), preds
 
     with_cap, preds = evaluate("with")  # the synthetic set, captions included
-    synth_dir = next(vlm_cache.glob("vlm/synth-*/"))
-    rows = [json.loads(line) for line in (synth_dir / "test.jsonl").read_text().splitlines()]
+    data = synth_dir(tmp_path / "with")  # the set the first evaluation read
+    rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
     without = tmp_path / "without.jsonl"
     without.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("caption", "conversations")}) + "\n"
                                for r in rows))
-    no_cap, preds2 = evaluate("without", "data=jsonl", f"data.train_file={synth_dir / 'train.jsonl'}",
-                              f"data.val_file={synth_dir / 'val.jsonl'}", f"data.test_file={without}",
-                              f"data.image_root={synth_dir}")
+    no_cap, preds2 = evaluate("without", "data=jsonl", f"data.train_file={data / 'train.jsonl'}",
+                              f"data.val_file={data / 'val.jsonl'}", f"data.test_file={without}",
+                              f"data.image_root={data}")
     assert "test/loss" in with_cap and "test/loss" not in no_cap
     recalls = {k: v for k, v in with_cap.items() if k.startswith("test/") and k.endswith("recall")}
     assert recalls and recalls == {k: no_cap[k] for k in recalls}
