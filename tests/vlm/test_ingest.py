@@ -139,10 +139,14 @@ class Host:
                     host.active += 1
                     host.peak = max(host.peak, host.active)
                     first = host.hits[self.path] == 1
+                done = False
                 try:
                     time.sleep(0.05 if self.path.startswith("/many") else slow_s if self.path == "/slow.png" else 0)
                     status = 404 if self.path == "/missing" else 503 if (self.path == "/flaky.png" and first) else 200
                     body = png_bytes() if status == 200 else b"{}"
+                    with host.lock:  # before the answer goes out: a client that has it may send its next request
+                        host.active -= 1
+                    done = True
                     self.send_response(status)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
@@ -150,8 +154,9 @@ class Host:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
-                    with host.lock:
-                        host.active -= 1
+                    if not done:
+                        with host.lock:
+                            host.active -= 1
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
