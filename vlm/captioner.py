@@ -28,7 +28,7 @@ from common.errors import ConfigError
 from vlm.chat import prompt_ids, user_message
 from vlm.data import expand_image
 from vlm.images import load_tiles, tiles_of
-from vlm.policy import build_vlm, trainable_state_dict
+from vlm.policy import build_vlm, load_trainable, trainable_state_dict
 
 EXPORT_FILE = "captioner.json"
 WEIGHTS_FILE = "trainable.safetensors"
@@ -97,13 +97,7 @@ class Captioner:
         if not llm_path.is_absolute():
             llm_path = path / llm_path
         vlm = build_vlm(model_cfg, llm_path, trust_remote_code=bool(model_cfg.llm.trust_remote_code))
-        state = load_file(str(path / WEIGHTS_FILE))
-        own = dict(vlm.named_parameters())
-        missing = [k for k in own if own[k].requires_grad and k not in state]
-        unknown = [k for k in state if k not in own]
-        if missing or unknown:
-            raise ConfigError(f"{path / WEIGHTS_FILE}: does not match the model (missing {missing[:3]}, unknown {unknown[:3]})")
-        vlm.load_state_dict(state, strict=False)
+        load_trainable(vlm, load_file(str(path / WEIGHTS_FILE)), f"{path / WEIGHTS_FILE}: does not match the model")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(vlm, info, device)
 

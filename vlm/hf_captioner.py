@@ -21,7 +21,7 @@ from common.errors import ConfigError
 from vlm.chat import IMAGE_TOKEN
 from vlm.hf_data import load_image, render
 from vlm.models.hf_vlm import HfVLM
-from vlm.policy import build_hf_vlm, trainable_state_dict
+from vlm.policy import build_hf_vlm, load_trainable, trainable_state_dict
 
 EXPORT_FILE = "captioner.json"
 WEIGHTS_FILE = "trainable.safetensors"
@@ -53,13 +53,7 @@ class HfCaptioner:
 
         path = Path(path)
         vlm = build_hf_vlm(OmegaConf.create(info["model"]))
-        state = load_file(str(path / WEIGHTS_FILE))
-        own = dict(vlm.named_parameters())
-        missing = [k for k in own if own[k].requires_grad and k not in state]
-        unknown = [k for k in state if k not in own]
-        if missing or unknown:
-            raise ConfigError(f"{path / WEIGHTS_FILE}: does not match the model (missing {missing[:3]}, unknown {unknown[:3]})")
-        vlm.load_state_dict(state, strict=False)
+        load_trainable(vlm, load_file(str(path / WEIGHTS_FILE)), f"{path / WEIGHTS_FILE}: does not match the model")
         return cls(vlm, info, device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def _inputs(self, images: Sequence, prompt: str | None) -> dict:
@@ -107,14 +101,8 @@ def from_checkpoint(model_cfg, ckpt: str | Path) -> HfVLM:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as e:
         raise ConfigError(f"ckpt: cannot read {ckpt}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    state = {k.removeprefix("vlm."): v for k, v in state.items()}
-    own = dict(vlm.named_parameters())
-    missing = [k for k in own if own[k].requires_grad and k not in state]
-    unknown = [k for k in state if k not in own]
-    if missing or unknown:
-        raise ConfigError(f"ckpt: {ckpt} does not match model.name_or_path={model_cfg.name_or_path} with this policy "
-                          f"(missing {missing[:3]}, unknown {unknown[:3]})")
-    vlm.load_state_dict(state, strict=False)
+    load_trainable(vlm, {k.removeprefix("vlm."): v for k, v in state.items()},
+                   f"ckpt: {ckpt} does not match model.name_or_path={model_cfg.name_or_path} with this policy")
     return vlm
 
 

@@ -159,6 +159,17 @@ def trainable_state_dict(vlm: VLM) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in vlm.state_dict().items() if k in keep}
 
 
+def load_trainable(vlm, state: dict[str, torch.Tensor], what: str) -> None:
+    """Put ``state`` (what a run trained: ``trainable_state_dict``) into ``vlm``; a state that misses a trainable
+    tensor or holds an unknown one is one ConfigError line starting with ``what``."""
+    own = dict(vlm.named_parameters())
+    missing = [k for k in own if own[k].requires_grad and k not in state]
+    unknown = [k for k in state if k not in own]
+    if missing or unknown:
+        raise ConfigError(f"{what} (missing {missing[:3]}, unknown {unknown[:3]})")
+    vlm.load_state_dict(state, strict=False)
+
+
 def count_params(vlm: VLM, group_of=group_of) -> dict[str, int]:
     out = {}
     for g in GROUPS:
