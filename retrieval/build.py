@@ -99,7 +99,7 @@ def build_reranker(cfg, r: dict):
         fields = text_field(folder)
     loss = r.get("loss", "bce")
     enc = {k: v for k, v in r.items() if k in ("name_or_path", "tokenizer", "max_length", "hidden_size", "num_layers", "num_heads")}
-    serialisation = {"text": text, "fields": fields, "summarise": r.get("summarise")}
+    serialisation = {"text": text, "fields": fields, "summarise": r.get("summarise"), "codes": bool(r.get("codes"))}
     module = RerankerModule(enc, loss=loss, pos_weight=float(r.get("pos_weight", 1.0)), serialisation=serialisation,
                             **_optim(cfg))
     tok = module.net.tokenizer
@@ -107,6 +107,7 @@ def build_reranker(cfg, r: dict):
     dm = PairDataModule(str(folder), fields, batch_size=int(cfg.data.batch_size), loss=loss,
                         group_size=int(r.get("group_size", 4)), neg_per_pos=r.get("neg_per_pos", 3), seed=int(cfg.seed),
                         text=text, summarise=r.get("summarise"), augment=r.get("augment"),
-                        augment_p=float(r.get("augment_p", 0.5)), source=r.get("pairs", "auto"), cost=cost)
+                        augment_p=float(r.get("augment_p", 0.5)), source=r.get("pairs", "auto"), cost=cost,
+                        codes=bool(r.get("codes")), resample=bool(r.get("resample")))
     dm.fingerprint = ""
     return module, dm

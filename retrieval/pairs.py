@@ -7,6 +7,9 @@
   name, so the pair fits the cross-encoder's ``max_length``. Ditto's ``summarize`` option.
 * :class:`Augmenter`: Ditto's data augmentation operators on a serialised pair (``span_del``, ``span_shuffle``,
   ``attr_del``, ``attr_shuffle``, ``entry_swap``), applied to training pairs only.
+* :func:`inject_codes`: product-code knowledge in the text, the product half of Ditto's domain-knowledge
+  injection: each attribute value gets the separator-free form of its codes (``nn4-ts-blk`` -> ``nn4tsblk``), so
+  the two sites' spellings of one model number meet as one token sequence.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from common.errors import ConfigError, DataError
+from retrieval.normalise import expand_codes
 
 OPS = ("span_del", "span_shuffle", "attr_del", "attr_shuffle", "entry_swap")
 _ATTR = re.compile(r"COL (.*?) VAL(.*?)(?= COL |$)", re.S)
@@ -40,6 +44,14 @@ def attributes(text: str) -> list[tuple[str, str]]:
     if not text.startswith("COL "):
         return [("text", text)]
     return [(m.group(1).strip(), m.group(2).strip()) for m in _ATTR.finditer(text)]
+
+
+def inject_codes(text: str) -> str:
+    """``text`` with every code-like value token (letters and digits joined by ``-`` ``/`` ``.``) followed by
+    its separator-free form, attribute by attribute (the markers and names untouched)."""
+    if not text.startswith("COL "):
+        return expand_codes(text)
+    return _join([(k, expand_codes(v)) for k, v in attributes(text)])
 
 
 def _join(attrs: list[tuple[str, str]]) -> str:

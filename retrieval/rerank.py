@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from common import optim
 from common.distributed import gathered_arrays
@@ -29,7 +29,15 @@ from common.metrics.retrieval import pair_prf
 from common.metrics.thresholds import best_f1_threshold
 from retrieval.data import ditto_fields, read_ditto
 from retrieval.models.reranker import CrossEncoder
-from retrieval.pairs import SPLITS, Augmenter, Summariser, pair_source, read_table_pairs, serialise_record
+from retrieval.pairs import (
+    SPLITS,
+    Augmenter,
+    Summariser,
+    inject_codes,
+    pair_source,
+    read_table_pairs,
+    serialise_record,
+)
 
 
 def serialise(text_or_fields, fields: list[str] | None) -> str:
@@ -73,6 +81,31 @@ class PairSet(Dataset):
         if self.augment is not None:
             left, right = self.augment(left, right)
         return left, right, y
+
+
+class BalancedNegatives(Sampler[int]):
+    """Every positive and ``neg_per_pos`` negatives a positive, a fresh seeded draw of the negatives each epoch
+    (``set_epoch``, which Lightning calls; without it each pass counts as the next epoch), so a short balanced
+    epoch still sees all the negatives over a run. The same draw on every rank (seed + epoch)."""
+
+    def __init__(self, labels: list[int], neg_per_pos: int, seed: int = 0):
+        self.pos = [i for i, y in enumerate(labels) if y]
+        self.neg = [i for i, y in enumerate(labels) if not y]
+        self.k = min(len(self.neg), neg_per_pos * len(self.pos))
+        self.seed, self.epoch, self._next = seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._next = epoch
+
+    def __len__(self):
+        return len(self.pos) + self.k
+
+    def __iter__(self):
+        self.epoch, self._next = self._next, self._next + 1
+        rng = random.Random(self.seed * 100003 + self.epoch)
+        order = self.pos + rng.sample(self.neg, self.k)
+        rng.shuffle(order)
+        return iter(order)
 
 
 def collate_pairs(batch):
@@ -176,8 +209,10 @@ class RerankerModule(pl.LightningModule):
         ``COL k VAL v`` for a matcher (``text=all``), the plain values for a title reranker."""
         s = self.hparams.get("serialisation") or {}
         if s.get("text") == "all":
-            return [serialise_record(r) for r in records]
-        return [" ".join(str(v) for k, v in r.items() if k != "id" and v).strip() for r in records]
+            texts = [serialise_record(r) for r in records]
+        else:
+            texts = [" ".join(str(v) for k, v in r.items() if k != "id" and v).strip() for r in records]
+        return [inject_codes(t) for t in texts] if s.get("codes") else texts
 
     @torch.no_grad()
     def score(self, left: list[str], right: list[str], batch_size: int = 64) -> np.ndarray:
@@ -205,13 +240,16 @@ class PairDataModule(pl.LightningDataModule):
     reranker's input; ``text="all"`` keeps Ditto's ``COL x VAL ...`` serialisation of every attribute (or of
     ``fields``), the matcher's. ``summarise`` (a budget in the cross-encoder's tokens a record, ``cost`` counts
     them) keeps the most informative words of long records, fitted on the train and valid records only.
-    ``augment`` lists Ditto's operators for training pairs (``augment_p`` of them are rewritten)."""
+    ``augment`` lists Ditto's operators for training pairs (``augment_p`` of them are rewritten). ``codes``
+    injects the separator-free form of product codes (:func:`retrieval.pairs.inject_codes`) before summarising.
+    ``neg_per_pos`` keeps every positive and that many negatives a positive: drawn once (``resample=False``)
+    or afresh each epoch (:class:`BalancedNegatives`)."""
 
     def __init__(self, folder: str, fields: list[str] | None = None, batch_size: int = 32, loss: str = "bce",
                  group_size: int = 4, neg_per_pos: int | None = 3, seed: int = 0, eval_batch_size: int = 64,
                  exclude_texts: set[str] | None = None, text: str = "fields", summarise: int | None = None,
                  augment: list[str] | None = None, augment_p: float = 0.5, source: str = "auto",
-                 cost: Callable[[str], int] | None = None):
+                 cost: Callable[[str], int] | None = None, codes: bool = False, resample: bool = False):
         super().__init__()
         if text not in ("fields", "all"):
             raise ConfigError(f"model.reranker.text: expected fields|all, got {text!r}")
@@ -225,13 +263,18 @@ class PairDataModule(pl.LightningDataModule):
             if text == "fields" or fields:
                 pick = (lambda t: serialise(t, fields)) if text == "fields" else (lambda t: ditto_text(t, fields))
                 splits = {s: [(pick(a), pick(b), y) for a, b, y in ps] for s, ps in splits.items()}
+        if codes:
+            splits = {s: [(inject_codes(a), inject_codes(b), y) for a, b, y in ps] for s, ps in splits.items()}
         if summarise:
             summ = Summariser(int(summarise), cost).fit(t for s in ("train", "valid") for a, b, _ in splits[s] for t in (a, b))
             splits = {s: [(summ(a), summ(b), y) for a, b, y in ps] for s, ps in splits.items()}
         self.train_pairs, self.val_pairs, self.test_pairs = splits["train"], splits["valid"], splits["test"]
         if exclude_texts:  # keep records held out elsewhere (e.g. a retrieval test split) out of training
             self.train_pairs = [p for p in self.train_pairs if norm(p[0]) not in exclude_texts and norm(p[1]) not in exclude_texts]
-        if neg_per_pos:  # keep every positive and a seeded sample of negatives (CPU budget)
+        self.sampler = None
+        if neg_per_pos and resample:
+            self.sampler = BalancedNegatives([y for *_, y in self.train_pairs], int(neg_per_pos), seed)
+        elif neg_per_pos:  # keep every positive and a seeded sample of negatives (CPU budget)
             pos = [p for p in self.train_pairs if p[2]]
             neg = [p for p in self.train_pairs if not p[2]]
             rng = random.Random(seed)
@@ -244,8 +287,8 @@ class PairDataModule(pl.LightningDataModule):
         if self.loss == "grouped_ce":
             return DataLoader(GroupSet(self.train_pairs, self.group_size - 1, self.seed), batch_size=max(1, self.batch_size // self.group_size),
                               shuffle=True, collate_fn=collate_groups)
-        return DataLoader(PairSet(self.train_pairs, self.augment), batch_size=self.batch_size, shuffle=True,
-                          collate_fn=collate_pairs)
+        return DataLoader(PairSet(self.train_pairs, self.augment), batch_size=self.batch_size,
+                          shuffle=self.sampler is None, sampler=self.sampler, collate_fn=collate_pairs)
 
     def val_dataloader(self):
         return DataLoader(PairSet(self.val_pairs), batch_size=self.eval_batch_size, collate_fn=collate_pairs)

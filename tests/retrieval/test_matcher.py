@@ -108,7 +108,7 @@ def test_matcher_cli_trains_from_tables_and_its_checkpoint_says_how_pairs_were_w
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {"test/pair_f1", "val/pair_f1"} <= set(metrics)
     ckpt = torch.load(sorted((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))[-1], weights_only=False)
-    assert ckpt["hyper_parameters"]["serialisation"] == {"text": "all", "fields": None, "summarise": 30}
+    assert ckpt["hyper_parameters"]["serialisation"] == {"text": "all", "fields": None, "summarise": 30, "codes": True}
     assert ckpt["hyper_parameters"]["encoder"]["max_length"] == 64
 
 
@@ -116,8 +116,37 @@ def test_match_writes_postings_the_way_the_checkpoint_was_trained():
     from retrieval.rerank import RerankerModule
 
     enc = {"name_or_path": None, "hidden_size": 32, "num_layers": 1, "num_heads": 2}
-    matcher = RerankerModule(enc, serialisation={"text": "all", "fields": None, "summarise": 30})
+    matcher = RerankerModule(enc, serialisation={"text": "all", "fields": None, "summarise": 30, "codes": True})
     reranker = RerankerModule(enc)
     rows = [{"title": "Sony NP-141M turntable"}]
-    assert matcher.record_texts(rows) == ["COL title VAL Sony NP-141M turntable"]
+    assert matcher.record_texts(rows) == ["COL title VAL Sony NP-141M turntable NP141M"]
     assert reranker.record_texts(rows) == ["Sony NP-141M turntable"]
+
+
+def test_balanced_negatives_keep_every_positive_and_draw_fresh_negatives_each_epoch():
+    from retrieval.rerank import BalancedNegatives
+
+    labels = [1] * 5 + [0] * 50
+    s = BalancedNegatives(labels, 3, seed=0)
+    epochs = []
+    for e in range(3):
+        s.set_epoch(e)
+        epochs.append(list(s))
+    for drawn in epochs:
+        assert len(drawn) == len(s) == 20 and len(set(drawn)) == 20
+        assert set(range(5)) <= set(drawn)  # every positive, 15 negatives
+    assert len({frozenset(d) for d in epochs}) == 3  # a fresh draw each epoch
+    s.set_epoch(1)
+    assert list(s) == epochs[1]  # seeded: a rank (or a resumed run) draws the same epoch again
+    assert list(s) != epochs[1] and len(list(BalancedNegatives(labels, 100))) == 55  # next pass; capped at all
+
+
+def test_code_injection_writes_separator_free_codes_in_their_attribute(tmp_path):
+    from retrieval.pairs import inject_codes
+
+    text = "COL name VAL 4g nano toughskin nn4-ts-blk COL price VAL 18.58"
+    assert inject_codes(text) == "COL name VAL 4g nano toughskin nn4-ts-blk nn4tsblk COL price VAL 18.58"
+    assert inject_codes("sony dsc-w300 / black") == "sony dsc-w300 / black dscw300"
+    dm = PairDataModule(str(write_tables(tmp_path / "dm")), text="all", neg_per_pos=3, codes=True, resample=True)
+    assert dm.sampler is not None and len(dm.train_pairs) == 64  # all kept; the sampler balances each epoch
+    assert len(dm.train_dataloader().sampler) == 64  # 16 positives + 48 negatives (all there are)
