@@ -25,7 +25,7 @@ help:  ## list the targets
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,baselines]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -e '.[dev,baselines]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import common, torch, lightning, hydra, mlflow, faiss, open_clip, transformers, peft"
 	touch $@
 
@@ -34,8 +34,8 @@ install: $(STAMP)  ## create .venv and install the project (editable) with dev e
 demo: install  ## the main job on the embedded default: python -m vlm.train +exp=freeze_llm
 	$(PY) -m vlm.train +exp=freeze_llm
 
-test: install  ## the whole test suite (fails on any failure, and on zero tests), two workers, a file at a time
-	$(PY) -m pytest -n 2 --dist loadfile
+test: install  ## the whole test suite (fails on any failure, and on zero tests), two workers, a package at a time; the 25 slowest listed
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=25
 
 lint: install  ## ruff, and lint-imports (the import contracts in pyproject.toml: package independence, layers)
 	$(PY) -m ruff check .
