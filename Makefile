@@ -25,7 +25,7 @@ help:  ## list the targets
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -e '.[dev,baselines]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,baselines]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import common, torch, lightning, hydra, mlflow, faiss, open_clip, transformers, peft"
 	touch $@
 
