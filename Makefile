@@ -34,8 +34,8 @@ install: $(STAMP)  ## create .venv and install the project (editable) with dev e
 demo: install  ## the main job on the embedded default: python -m vlm.train +exp=freeze_llm
 	$(PY) -m vlm.train +exp=freeze_llm
 
-test: install  ## the whole test suite (fails on any failure, and on zero tests), two workers, a package at a time; the 25 slowest listed
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=25
+test: install  ## the whole test suite (fails on any failure, and on zero tests), two workers, a file at a time; the 25 slowest listed
+	$(PY) -m pytest -n 2 --dist loadfile --durations=25
 
 lint: install  ## ruff, and lint-imports (the import contracts in pyproject.toml: package independence, layers)
 	$(PY) -m ruff check .

@@ -29,10 +29,12 @@ OWN_GROUP = {"vlm/test_towers.py"}
 # tests over 4 s each: DDP file 240, vlm real towers 160, reliability 136, common 117, textcls 71, vlm 65 (and
 # the most tests, on session-built models), retrieval 62, sweeps 54, report sweep 32; the groups not named
 # (conf, gather: seconds) come last.
-# `make test` runs `--dist loadgroup`, dealt by :class:`PackageScheduling` below: under pytest 9 with xdist 3.8,
-# xdist's own loadgroup does not hold its groups (it renames `item._nodeid` to `<id>@<group>`, but pytest 9 builds
-# `nodeid` from `item._id`, so every test became its own unit and both workers built the same session fixtures:
-# a trained reranker, a tiny VLM). The scheduler takes the group from the test's path instead (:func:`_group`).
+# NB: under pytest 9 with xdist 3.8 `--dist loadgroup` does not hold its groups: xdist renames `item._nodeid` to
+# `<id>@<group>`, but pytest 9 builds `nodeid` from `item._id`, so every test became its own unit. A scheduler of our
+# own (xdist's `pytest_xdist_make_scheduler` hook, one group a work unit) made the groups hold again, but measured
+# slower in a fresh clone (pytest 684 s against loadfile's 574 s: whole packages on one worker balance worse than
+# files). `make test` therefore deals whole files (`--dist loadfile`), in this order: the long files first, the
+# short ones last. The xdist_group marks stay for `--dist loadgroup` once xdist and pytest agree again.
 FIRST = ("scale/test_ddp_cpu.py", "vlm/test_towers.py", "vlm", "reliability", "common", "textcls", "retrieval",
          "scale/test_sweeps.py", "scale/test_report_sweep.py")
 
@@ -42,35 +44,17 @@ def pytest_configure(config):
         config.option.loadscopereorder = False
 
 
-def _group_of(parts: tuple[str, ...]) -> str:
-    """A test file's group from its path under tests/: its package, or the file itself (scale/, OWN_GROUP)."""
+def _group(item) -> str:
+    parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
     own = parts[0] == "scale" or "/".join(parts[:2]) in OWN_GROUP
     return "/".join(parts[:2]) if own else parts[0]
 
 
-def _group(item) -> str:
-    return _group_of(Path(str(item.fspath)).relative_to(ROOT / "tests").parts)
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """``--dist loadgroup``: whole groups (:func:`_group_of`) to a worker, in the collected order (FIRST)."""
-    if config.getvalue("dist") != "loadgroup":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class PackageScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = Path(nodeid.split("::", 1)[0])
-            parts = path.parts[path.parts.index("tests") + 1:] if "tests" in path.parts else path.parts
-            return _group_of(parts)
-
-    return PackageScheduling(config, log)
-
-
 def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) a package's tests share one worker, and so its
-    session-scoped trained fixtures, built once; the scale-out files and :data:`OWN_GROUP`, which share nothing but a
-    cache, spread out. Groups are ordered :data:`FIRST`, then by number of tests; each keeps its own order."""
+    """Under ``pytest -n 2 --dist loadgroup`` (see the NB above; ``make test`` uses loadfile) a package's tests are
+    meant to share one worker (and so its session-scoped trained fixtures, built once); the scale-out files and
+    :data:`OWN_GROUP`, which share nothing but a cache, spread out. Groups are ordered :data:`FIRST`, then by number
+    of tests; each keeps its own order."""
     groups = {id(item): _group(item) for item in items}
     count: dict[str, int] = {}
     for g in groups.values():

@@ -12,6 +12,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from common.data.fingerprint import fingerprint
 
 
+def _send(name: str) -> None:
+    """Send this process the signal ``name``. A job started in the background (``make test &``, nohup) inherits
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler; the tests are about a terminal's
+    Ctrl-C, so SIGINT gets Python's default handler first."""
+    sig = getattr(signal, name)
+    if sig == signal.SIGINT and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.kill(os.getpid(), sig)
+
 class ToyData(pl.LightningDataModule):
     def __init__(self, n: int = 256, dim: int = 8, batch_size: int = 32, seed: int = 0):
         super().__init__()
@@ -21,7 +30,7 @@ class ToyData(pl.LightningDataModule):
         self.y = self.x @ w + 0.01 * torch.randn(n, 1, generator=g)
         self.batch_size = batch_size
         if os.environ.get("TOY_SIGNAL_IN_DATA"):  # a signal while the job builds its data, before any trainer
-            os.kill(os.getpid(), getattr(signal, os.environ["TOY_SIGNAL_IN_DATA"]))
+            _send(os.environ["TOY_SIGNAL_IN_DATA"])
         self.fingerprint = fingerprint([[round(v, 6) for v in row] for row in self.x[:, :2].tolist()])
 
     def _loader(self, lo: float, hi: float, shuffle: bool) -> DataLoader:
@@ -59,7 +68,7 @@ class ToyModule(pl.LightningModule):
         if os.environ.get("TOY_KILL_AT_STEP") == str(self.global_step):  # an outside event, not config
             raise RuntimeError(f"simulated kill at step {self.global_step}")
         if os.environ.get("TOY_SIGNAL_AT_STEP") == str(self.global_step):  # a real signal, at a known moment
-            os.kill(os.getpid(), getattr(signal, os.environ.get("TOY_SIGNAL", "SIGTERM")))
+            _send(os.environ.get("TOY_SIGNAL", "SIGTERM"))
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx):
