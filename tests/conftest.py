@@ -32,7 +32,7 @@ OWN_GROUP = {"vlm/test_towers.py"}
 # NB: under pytest 9 with xdist 3.8 `--dist loadgroup` does not hold its groups: xdist renames `item._nodeid` to
 # `<id>@<group>`, but pytest 9 builds `nodeid` from `item._id`, so every test became its own unit. A scheduler of our
 # own (xdist's `pytest_xdist_make_scheduler` hook, one group a work unit) made the groups hold again, but measured
-# slower in a fresh clone (pytest 684 s against loadfile's 574 s: whole packages on one worker balance worse than
+# slower in a fresh clone (pytest 684 s against loadfile's 630 s the same evening: whole packages balance worse than
 # files). `make test` therefore deals whole files (`--dist loadfile`), in this order: the long files first, the
 # short ones last. The xdist_group marks stay for `--dist loadgroup` once xdist and pytest agree again.
 FIRST = ("scale/test_ddp_cpu.py", "vlm/test_towers.py", "vlm", "reliability", "common", "textcls", "retrieval",
