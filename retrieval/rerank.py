@@ -92,7 +92,7 @@ class BalancedNegatives(Sampler[int]):
         self.pos = [i for i, y in enumerate(labels) if y]
         self.neg = [i for i, y in enumerate(labels) if not y]
         self.k = min(len(self.neg), neg_per_pos * len(self.pos))
-        self.seed, self.epoch, self._next = seed, 0, 0
+        self.seed, self._next = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self._next = epoch
@@ -101,8 +101,8 @@ class BalancedNegatives(Sampler[int]):
         return len(self.pos) + self.k
 
     def __iter__(self):
-        self.epoch, self._next = self._next, self._next + 1
-        rng = random.Random(self.seed * 100003 + self.epoch)
+        epoch, self._next = self._next, self._next + 1
+        rng = random.Random(self.seed * 100003 + epoch)
         order = self.pos + rng.sample(self.neg, self.k)
         rng.shuffle(order)
         return iter(order)
